@@ -1,0 +1,1 @@
+"""Export: ONNX graphs, FP16 conversion, TensorRT engines and the bundles the runtime reads."""

@@ -1,0 +1,91 @@
+"""Building TR2M models: from a preset, a checkpoint, or a saved folder."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+from .checkpoint import load_head, read_config, save_checkpoint
+from .config import TR2MConfig, get_preset
+from .encoders import ImageEncoder, RelativeDepth, TextEncoder
+from .head import ScaleMapModel
+from .model import TR2M
+
+HEAD_FILE = "head.safetensors"
+
+
+def create_model(
+    name: Optional[str] = "paper",
+    *,
+    pretrained: bool = True,
+    checkpoint: Optional[str | os.PathLike] = None,
+    input_size: Optional[Tuple[int, int]] = None,
+    relative_source: Optional[str] = None,
+    image_source: Optional[str] = None,
+    text_source: Optional[str] = None,
+    device: str | torch.device = "cpu",
+) -> TR2M:
+    """Build a TR2M model.
+
+    name: a preset (`tr2m.list_presets()`); None takes the config stored in `checkpoint`.
+    pretrained: load the frozen encoders from their sources (hub ids or local folders); False
+        builds them from the config with random weights (offline).
+    checkpoint: head weights: the authors' .pth, a training dict, or our .safetensors.
+    *_source: override where each encoder comes from (hub id or folder).
+    """
+    config = _resolve_config(name, checkpoint)
+    if input_size is not None:
+        config = config.replace(input_size=input_size)
+    config = _with_sources(config, relative_source, image_source, text_source)
+    model = TR2M(
+        config=config,
+        relative=RelativeDepth.from_config(config.relative, pretrained=pretrained),
+        image_encoder=ImageEncoder.from_config(config.image, pretrained=pretrained),
+        text_encoder=TextEncoder.from_config(config.text, pretrained=pretrained),
+        head=ScaleMapModel(config.head),
+    )
+    if checkpoint is not None:
+        load_head(model.head, checkpoint)
+    return model.to(device).eval()
+
+
+def _resolve_config(name: Optional[str], checkpoint) -> TR2MConfig:
+    stored = read_config(checkpoint) if checkpoint is not None else None
+    if name is None:
+        if stored is None:
+            raise ValueError("no preset name given and the checkpoint carries no config: pass a preset name")
+        return stored
+    return get_preset(name)
+
+
+def _with_sources(config: TR2MConfig, relative: Optional[str], image: Optional[str], text: Optional[str]) -> TR2MConfig:
+    changes = {}
+    for field, source in (("relative", relative), ("image", image), ("text", text)):
+        if source:
+            changes[field] = dataclasses.replace(getattr(config, field), source=str(source))
+    return config.replace(**changes) if changes else config
+
+
+def save_pretrained(model: TR2M, directory: str | os.PathLike) -> Path:
+    """Write a self-contained folder: each encoder (config + safetensors) and the head + config."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for attr, sub in (("relative", "relative"), ("image_encoder", "image"), ("text_encoder", "text")):
+        getattr(model, attr).save_pretrained(directory / sub)
+    save_checkpoint(model.head, model.config, directory / HEAD_FILE)
+    return directory
+
+
+def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> TR2M:
+    """Load a folder written by `save_pretrained` (no hub access needed)."""
+    directory = Path(directory)
+    if not (directory / HEAD_FILE).is_file():
+        raise FileNotFoundError(f"{directory} is not a saved TR2M folder (no {HEAD_FILE})")
+    return create_model(
+        None, checkpoint=directory / HEAD_FILE, device=device,
+        relative_source=str(directory / "relative"), image_source=str(directory / "image"),
+        text_source=str(directory / "text"),
+    )

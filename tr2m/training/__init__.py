@@ -1,0 +1,1 @@
+"""Training: the TR2M losses (`losses`); the trainer and CLI build on them."""
