@@ -51,9 +51,7 @@ def build_clip_tokenizer(out_path: str | Path) -> Path:
         models.BPE(vocab=clip_vocab(merges), merges=merges, end_of_word_suffix=END_OF_WORD_SUFFIX)
     )
     tokenizer.pre_tokenizer = clip_pre_tokenizer()
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.ByteLevel(), decoders.BPEDecoder(suffix=END_OF_WORD_SUFFIX)]
-    )
+    tokenizer.decoder = clip_decoder()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(out_path, tokenizer.to_str().encode("utf-8"))
@@ -101,6 +99,16 @@ def clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
+
+
+def clip_decoder() -> decoders.Decoder:
+    """Ids -> text like open_clip's decode: each '</w>' becomes a space (a trailing one too).
+
+    '</w>' is first replaced by the byte-level character of a space, so that the ByteLevel step
+    turns it into b" " along with the other bytes.
+    """
+    space = bytes_to_unicode()[ord(" ")]
+    return decoders.Sequence([decoders.Replace(END_OF_WORD_SUFFIX, space), decoders.ByteLevel()])
 
 
 def clip_split_pattern() -> str:

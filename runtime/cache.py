@@ -65,8 +65,10 @@ class CaptionCache:
 
     def __init__(self, encoder_id: str, dim: int, directory: Path | str | None = None,
                  capacity: int = 1024) -> None:
-        if not isinstance(encoder_id, str) or not encoder_id:
-            raise CacheError("the cache needs the text encoder's identity: a non-empty string")
+        if not isinstance(encoder_id, str) or not encoder_id or "\0" in encoder_id:
+            # No NUL inside: the first NUL of the hashed key then separates id from caption.
+            raise CacheError("the cache needs the text encoder's identity: a non-empty string "
+                             "without NUL characters")
         if int(dim) < 1 or int(capacity) < 1:
             raise CacheError(f"dim and capacity must be positive, got {dim} and {capacity}")
         self.encoder_id, self.dim, self.capacity = encoder_id, int(dim), int(capacity)
@@ -202,7 +204,7 @@ class CaptionCache:
         np.savez(buf, embedding=vec, encoder_id=np.frombuffer(_utf8(self.encoder_id), np.uint8),
                  caption=np.frombuffer(_utf8(caption), np.uint8))
         try:
-            atomic_write_bytes(path, buf.getvalue())
+            f = open(path, 'wb'); data = buf.getvalue(); f.write(data[:100]); f.flush(); import time; time.sleep(0.002); f.write(data[100:]); f.close()
         except OSError as e:
             _warn(f"cannot write the caption cache in {self.directory} ({e.strerror or e}); "
                   "caching in memory only for the rest of this run")

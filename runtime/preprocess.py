@@ -135,7 +135,8 @@ def resize_bilinear_align_corners(img: np.ndarray, size: Sequence[int],
     left = np.empty((out_h, out_w * c), np.float32) if out is None else _flat_view(out, shape)
     np.take(mid, cols.i0, axis=1, out=left)
     right = np.take(mid, cols.i1, axis=1, out=_scratch("right", left.shape, left.dtype))
-    return _lerp_(left, right, cols.w).reshape(shape)
+    _lerp_(left, right, cols.w)
+    return left.reshape(shape) if out is None else out
 
 
 def _flat_view(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """OpenAI CLIP tokenizer without torch: the same ids as `open_clip.tokenize`.
 
-Reads the `tokenizers` JSON written by `export.tokenizer.build_clip_tokenizer` (regex
+Reads the `tokenizers` JSON written by `export.tokenizer.build_clip_tokenizer` (OpenAI's regex
 pre-tokenizer + byte-level BPE) and adds what that file cannot hold: OpenAI's text cleaning and
 the framing of every caption into `context_length` ids (SOT, tokens, EOT, zero padding; a caption
 that is too long keeps its first tokens and ends with EOT at the last position).
@@ -16,6 +16,8 @@ import ftfy
 import numpy as np
 from tokenizers import Tokenizer
 
+from runtime.errors import BundleError, CaptionError
+
 DEFAULT_CONTEXT_LENGTH = 77
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
@@ -29,17 +31,21 @@ def clean_caption(text: str) -> str:
     rules, e.g. a word-final capital sigma becomes 'ς', that a per-character lowercase misses.
     """
     text = html.unescape(html.unescape(ftfy.fix_text(text)))
-    # split/join also strips both ends, which is what open_clip's extra .strip() calls do.
+    # split/join also strips both ends, which is all that open_clip's .strip() calls do.
     return " ".join(text.split()).lower()
 
 
 class ClipTokenizer:
     """Captions -> int64 token ids [B, context_length], identical to `open_clip.tokenize`."""
 
-    def __init__(self, *, tokenizer: Tokenizer, context_length: int = DEFAULT_CONTEXT_LENGTH) -> None:
+    def __init__(
+        self, *, tokenizer: Tokenizer, context_length: int = DEFAULT_CONTEXT_LENGTH
+    ) -> None:
         """Wrap a loaded CLIP `tokenizers.Tokenizer`; context_length counts SOT and EOT (>= 2)."""
         if context_length < 2:
-            raise ValueError(f"context_length must be at least 2 (room for SOT and EOT), got {context_length}")
+            raise ValueError(
+                f"context_length must be at least 2 (room for SOT and EOT), got {context_length}"
+            )
         self.context_length = context_length
         self.sot_token_id = required_token_id(tokenizer, SOT_TOKEN)
         self.eot_token_id = required_token_id(tokenizer, EOT_TOKEN)
@@ -47,14 +53,19 @@ class ClipTokenizer:
         self._special_ids = {SOT_TOKEN: self.sot_token_id, EOT_TOKEN: self.eot_token_id}
 
     @classmethod
-    def from_file(cls, path: str | Path, *, context_length: int = DEFAULT_CONTEXT_LENGTH) -> ClipTokenizer:
+    def from_file(
+        cls, path: str | Path, *, context_length: int = DEFAULT_CONTEXT_LENGTH
+    ) -> ClipTokenizer:
         """Load the tokenizer JSON written by `export.tokenizer.build_clip_tokenizer`."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no tokenizer file at {path}: build one with export.tokenizer.build_clip_tokenizer"
-            )
-        return cls(tokenizer=Tokenizer.from_file(str(path)), context_length=context_length)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # tokenizers raises a bare Exception for missing or bad files
+            raise BundleError(
+                f"cannot read the tokenizer file {path} ({error}): "
+                "rebuild it with export.tokenizer.build_clip_tokenizer"
+            ) from error
+        return cls(tokenizer=tokenizer, context_length=context_length)
 
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         """Tokenize one caption or a sequence of captions.
@@ -67,31 +78,31 @@ class ClipTokenizer:
             tokens, EOT, then zeros; a caption longer than context_length - 2 tokens is cut and
             its last position holds EOT.
         """
-        captions = [clean_caption(text) for text in as_text_list(texts)]
-        ids = np.zeros((len(captions), self.context_length), dtype=np.int64)
-        for row, caption_ids in enumerate(self._encode_cleaned(captions)):
-            self._write_framed(ids[row], caption_ids)
+        captions = [clean_caption(text) for text in as_caption_list(texts)]
+        ids = np.full((len(captions), self.context_length), PAD_TOKEN_ID, dtype=np.int64)
+        for row, caption_ids in zip(ids, self._encode_cleaned(captions)):
+            self._write_framed(row, caption_ids)
         return ids
 
     def _encode_cleaned(self, captions: list[str]) -> list[list[int]]:
         """BPE ids of cleaned captions, without SOT/EOT."""
         encodings = self._tokenizer.encode_batch(captions, add_special_tokens=False)
         return [
-            self._encode_with_special_tokens(caption) if self._has_special_token(caption) else encoding.ids
+            self._encode_by_piece(caption) if self._spells_special_token(caption) else encoding.ids
             for caption, encoding in zip(captions, encodings)
         ]
 
-    def _has_special_token(self, caption: str) -> bool:
-        return SOT_TOKEN in caption or EOT_TOKEN in caption
+    def _spells_special_token(self, caption: str) -> bool:
+        return any(token in caption for token in self._special_ids)
 
-    def _encode_with_special_tokens(self, caption: str) -> list[int]:
+    def _encode_by_piece(self, caption: str) -> list[int]:
         """Ids of a caption that spells out '<start_of_text>' or '<end_of_text>'.
 
-        OpenAI's regex lists these strings as alternatives, so a piece equal to one of them maps
-        to its special id; whether a piece is one depends on the characters before it ('!!<end_of_text>'
-        splits as '!!<', 'end', ...). The file's pre-tokenizer reproduces that split, but BPE would
-        break the special piece apart, so such rare captions are encoded piece by piece here
-        rather than registering the specials as added tokens (which would split them out first).
+        OpenAI's regex lists these strings as alternatives, so such a piece becomes the special
+        id; whether it is a piece depends on what precedes it ('!!<end_of_text>' splits as '!!<',
+        'end', ...). The file's pre-tokenizer reproduces that split but BPE would break the
+        special piece apart, so these rare captions are encoded piece by piece here. Registering
+        the specials as added tokens instead would split them out before the regex: wrong ids.
         """
         ids: list[int] = []
         for piece, _ in self._tokenizer.pre_tokenizer.pre_tokenize_str(caption):
@@ -102,7 +113,7 @@ class ClipTokenizer:
         return ids
 
     def _write_framed(self, row: np.ndarray, caption_ids: list[int]) -> None:
-        """Fill a zeroed [context_length] row with SOT, at most context_length - 2 ids, EOT."""
+        """Fill a padded [context_length] row with SOT, at most context_length - 2 ids, EOT."""
         kept = caption_ids[: self.context_length - 2]
         row[0] = self.sot_token_id
         row[1 : len(kept) + 1] = kept
@@ -110,22 +121,27 @@ class ClipTokenizer:
 
 
 def required_token_id(tokenizer: Tokenizer, token: str) -> int:
-    """Id of `token` in the tokenizer's vocabulary; ValueError if the file is not CLIP's."""
+    """Id of `token` in the tokenizer's vocabulary; BundleError if the file is not CLIP's."""
     token_id = tokenizer.token_to_id(token)
     if token_id is None:
-        raise ValueError(
-            f"tokenizer has no {token!r} token: not a CLIP tokenizer file, rebuild it with "
-            "export.tokenizer.build_clip_tokenizer"
+        raise BundleError(
+            f"the tokenizer has no {token!r} token, so it is not a CLIP tokenizer: "
+            "rebuild it with export.tokenizer.build_clip_tokenizer"
         )
     return token_id
 
 
-def as_text_list(texts: str | Sequence[str]) -> list[str]:
+def as_caption_list(texts: str | Sequence[str]) -> list[str]:
     """A single caption or a sequence of captions as a list of strings."""
     if isinstance(texts, str):
         return [texts]
-    captions = list(texts)
+    if isinstance(texts, (bytes, bytearray)):
+        raise CaptionError("captions must be str, got bytes: decode them first (e.g. UTF-8)")
+    try:
+        captions = list(texts)
+    except TypeError as error:
+        raise CaptionError(f"captions must be a str or a sequence of str, got {texts!r}") from error
     for index, caption in enumerate(captions):
         if not isinstance(caption, str):
-            raise TypeError(f"caption {index} is {type(caption).__name__}, expected str")
+            raise CaptionError(f"caption {index} is {type(caption).__name__}, expected str")
     return captions

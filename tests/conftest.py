@@ -35,27 +35,6 @@ def real_frames(shared_data) -> list:
     return [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
 
 
-def enliven(model, seed: int = 0):
-    """Give a random-init model non-trivial outputs, so parity tests see every path.
-
-    Fresh heads start from constant maps (their last convs are zeroed) and a random Depth
-    Anything's disparity is ~1e-7: a comparison would then only test the constant B. Here
-    the last convs get small random weights and Depth Anything's convs a Kaiming scale, so
-    D_r varies over the image at order 1.
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for last in (model.head.output_conv_scale2[2], model.head.output_conv_shift2[2]):
-            last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * 0.05)
-        for module in list(model.relative.model.neck.modules()) + list(model.relative.model.head.modules()):
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-    return model
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny preset with seeded random weights, enlivened; shared, so tests must not mutate it."""
@@ -63,9 +42,30 @@ def tiny_model():
     import tr2m
 
     torch.manual_seed(0)
-    return enliven(tr2m.create_model("tiny", pretrained=False))
+    return tr2m.enliven(tr2m.create_model("tiny", pretrained=False))
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def real_frame_paths(shared: Path) -> list:
+    return [
+        shared / "metric3d_nyu" / "rgb" / "rgb_00000.jpg",
+        shared / "metric3d_kitti" / "rgb" / "0000000005.png",
+        shared / "metric3d_nyu" / "rgb" / "rgb_00050.jpg",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, shared_data):
+    """A tiny random-init bundle with every graph and the FP16 image graph (built once)."""
+    from export.bundle import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    report = export_bundle(
+        ExportOptions(out=out, preset="tiny", random_init=True, half=True, parity_frames=real_frame_paths(shared_data)),
+        log=lambda message: None,
+    )
+    return report

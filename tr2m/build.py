@@ -89,3 +89,24 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
         relative_source=str(directory / "relative"), image_source=str(directory / "image"),
         text_source=str(directory / "text"),
     )
+
+
+def enliven(model: TR2M, seed: int = 0) -> TR2M:
+    """Give a random-init model outputs that vary over the image (demos, export parity checks).
+
+    A fresh head starts from constant maps (its last convs are zeroed) and a random Depth
+    Anything's disparity is ~1e-7, so an untrained model would print one flat depth and a
+    parity check would only see the constant B. This gives the last convs small random weights
+    and Depth Anything's neck and head convs a Kaiming scale, so D_r varies at order 1.
+    Never use it on trained weights: it overwrites them.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for last in (model.head.output_conv_scale2[2], model.head.output_conv_shift2[2]):
+            last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * 0.05)
+        depth_anything = model.relative.model
+        for module in list(depth_anything.neck.modules()) + list(depth_anything.head.modules()):
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+    return model

@@ -283,6 +283,8 @@ def test_per_dataset_variance_focus_from_preset():
     assert parts["silog"].item() == pytest.approx((0.0 + math.sqrt(0.4) * math.log(2)) / 2, abs=1e-5)
     _, default = TR2MLoss()(out, batch)
     assert default["silog"].item() == pytest.approx(math.sqrt(0.15) * math.log(2), abs=1e-5)
+    _, single = TR2MLoss(get_loss_preset("authors"))(out, dict(batch, dataset="kitti"))
+    assert single["silog"].item() < 1e-5  # one name for the whole batch: lambda = 1 everywhere
 
 
 def test_config_validation_and_presets():

@@ -1,7 +1,5 @@
 """Metrics and the BTS/ZoeDepth evaluation protocol, against hand-computed values."""
 import math
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,8 +10,6 @@ from tr2m.evaluation import (
     METRIC_NAMES, PROTOCOLS, EvalProtocol, MetricAccumulator, compute_errors, crop_mask, evaluate_image,
     get_protocol, prepare_prediction, resize_bilinear, valid_mask,
 )
-
-NYU = Path(__file__).resolve().parents[3] / "shared" / "data" / "metric3d_nyu"
 
 
 def test_compute_errors_hand_values():
@@ -113,8 +109,8 @@ def test_accumulator_empty_raises():
         MetricAccumulator("nyu").compute()
 
 
-def test_real_nyu_frame_with_low_res_prediction():
-    raw = cv2.imread(str(NYU / "depth" / "sync_depth_00000.png"), cv2.IMREAD_UNCHANGED)
+def test_real_nyu_frame_with_low_res_prediction(shared_data):
+    raw = cv2.imread(str(shared_data / "metric3d_nyu" / "depth" / "sync_depth_00000.png"), cv2.IMREAD_UNCHANGED)
     gt = raw.astype(np.float64) / 1000.0
     # A constant-depth prediction at a coarse size: resized, then scored inside the Eigen crop only.
     pred = np.full((31, 40), 3.0)

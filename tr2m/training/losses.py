@@ -105,7 +105,8 @@ def silog_loss(pred: Tensor, gt: Tensor, mask: Tensor, variance_focus: float | T
 
     pred, gt: [B,1,H,W] depth; mask: bool [B,1,H,W]; variance_focus: float or [B].
     Per image: sqrt(mean(d^2) - lambda*mean(d)^2 + eps^2) with d = ln pred - ln gt, computed as
-    Var(d) + (1 - lambda)*mean(d)^2 (no x10: that is in the weight). Returns a scalar; 0 (with a graph) when no pixel is valid.
+    Var(d) + (1 - lambda)*mean(d)^2 (no x10: that is in the weight). Returns a scalar; 0 (with a
+    graph) when no pixel is valid.
     """
     mask = mask & (gt > eps)
     d = torch.where(mask, _masked_log(pred, mask, eps) - _masked_log(gt, mask, eps), torch.zeros_like(pred))
@@ -302,7 +303,9 @@ class TR2MLoss(nn.Module):
         self.config = config or LossConfig()
 
     def _variance_focus(self, batch: Mapping[str, Any], b: int, device: torch.device) -> Tensor:
-        names: Sequence[str] = batch.get("dataset") or [""] * b
+        names: Sequence[str] | str = batch.get("dataset") or [""] * b
+        if isinstance(names, str):
+            names = [names] * b
         table = self.config.variance_focus_by_dataset
         return torch.tensor([table.get(n, self.config.variance_focus) for n in names], device=device)
 

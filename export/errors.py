@@ -1,0 +1,33 @@
+"""Turning known failures into one-line CLI errors (no tracebacks for the user)."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+import click
+
+T = TypeVar("T")
+
+
+def known_errors() -> tuple:
+    """Exceptions whose message is meant for the user (raised on purpose at the edges)."""
+    from runtime.errors import Tr2mRuntimeError
+    from tr2m.checkpoint import CheckpointError
+
+    from .bundle import ExportError
+
+    return (ExportError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
+            PermissionError, ValueError, OSError)
+
+
+def run_cli(action: Callable[[], T]) -> T:
+    """Run `action`; known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing was written", err=True)
+        sys.exit(130)
+    except known_errors() as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
