@@ -204,7 +204,7 @@ class CaptionCache:
         np.savez(buf, embedding=vec, encoder_id=np.frombuffer(_utf8(self.encoder_id), np.uint8),
                  caption=np.frombuffer(_utf8(caption), np.uint8))
         try:
-            f = open(path, 'wb'); data = buf.getvalue(); f.write(data[:100]); f.flush(); import time; time.sleep(0.002); f.write(data[100:]); f.close()
+            atomic_write_bytes(path, buf.getvalue())
         except OSError as e:
             _warn(f"cannot write the caption cache in {self.directory} ({e.strerror or e}); "
                   "caching in memory only for the rest of this run")

@@ -140,12 +140,13 @@ def _json_range(path: Path, i: int, item: Any) -> CaptionRange:
     if keys - {start_key, end_key} or start_key not in keys:
         raise CaptionFileError(f"{where} must have \"start\"/\"end\" (seconds) or "
                                f"\"start_frame\"/\"end_frame\", got keys {sorted(item)}")
-    start, end = item[start_key], item.get(end_key, math.inf)
-    for v in (start, end):
+    start, end = item[start_key], item.get(end_key)
+    for v in (start,) if end is None else (start, end):
         ok = isinstance(v, int) if unit == "frame" else isinstance(v, (int, float))
         if not ok or isinstance(v, bool):
             raise CaptionFileError(f"{where}: {start_key}/{end_key} must be "
                                    f"{'integers' if unit == 'frame' else 'numbers'}, got {v!r}")
+    end = math.inf if end is None else end
     try:
         return CaptionRange(caption=item["caption"].strip(), start=start, end=end, unit=unit)
     except CaptionError as e:

@@ -13,7 +13,11 @@ open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 regex = pytest.importorskip("regex")
 from tokenizers import Tokenizer  # noqa: E402
 
-from export.tokenizer import build_clip_tokenizer, find_open_clip_bpe, read_clip_merges  # noqa: E402
+from export.tokenizer import (  # noqa: E402
+    build_clip_tokenizer,
+    find_open_clip_bpe,
+    read_clip_merges,
+)
 
 
 @pytest.fixture(scope="module")

@@ -123,10 +123,14 @@ def cache_writer_process(directory: str, rounds: int, keys_per_round: int, barri
     from runtime.errors import Tr2mRuntimeWarning
 
     warnings.simplefilter("error", Tr2mRuntimeWarning)
-    for r in range(rounds):
-        keys = [f"round {r} caption {i}" for i in range(keys_per_round)]
-        barrier.wait(timeout=60)
-        cache = CaptionCache(ENCODER_ID, DIM, directory)
-        for key in keys:
-            got = cache.get_or_compute([key], CountingEncoder())
-            assert np.array_equal(got[0], fake_embedding(key))
+    try:
+        for r in range(rounds):
+            keys = [f"round {r} caption {i}" for i in range(keys_per_round)]
+            barrier.wait(timeout=30)
+            cache = CaptionCache(ENCODER_ID, DIM, directory)
+            for key in keys:
+                got = cache.get_or_compute([key], CountingEncoder())
+                assert np.array_equal(got[0], fake_embedding(key))
+    except BaseException:
+        barrier.abort()  # release the other process at once instead of at the timeout
+        raise

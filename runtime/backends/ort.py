@@ -1,0 +1,85 @@
+"""ONNX Runtime backends: CPU, and CUDA / TensorRT execution providers with onnxruntime-gpu."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping
+
+import numpy as np
+
+from ..errors import BundleError
+from .base import Backend
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BundleError("ONNX Runtime is not installed: pip install 'tr2m[cpu]' (or 'tr2m[gpu]' for CUDA)") from e
+    return onnxruntime
+
+
+class _OrtBackend(Backend):
+    providers: List = []
+
+    @classmethod
+    def available(cls, bundle) -> bool:
+        try:
+            have = set(_ort().get_available_providers())
+        except BundleError:
+            return False
+        return all((p[0] if isinstance(p, tuple) else p) in have for p in cls.providers)
+
+    def __init__(self, session):
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, bundle, graph: str) -> "_OrtBackend":
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = int(os.environ.get("TR2M_THREADS", 0)) or (os.cpu_count() or 1)
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(cls.graph_file(bundle, graph)), options, providers=cls.provider_list(bundle))
+        except Exception as e:  # ORT raises its own exception types for broken graphs
+            raise BundleError(f"ONNX Runtime cannot load the {graph} graph: {e}") from e
+        return cls(session)
+
+    @classmethod
+    def provider_list(cls, bundle) -> List:
+        return list(cls.providers) + ["CPUExecutionProvider"]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return dict(zip(self.output_names, outputs))
+
+
+class OrtCpu(_OrtBackend):
+    name = "ort-cpu"
+    requirement = "pip install 'tr2m[cpu]'"
+    providers = ["CPUExecutionProvider"]
+
+    @classmethod
+    def provider_list(cls, bundle) -> List:
+        return ["CPUExecutionProvider"]
+
+
+class OrtCuda(_OrtBackend):
+    name = "ort-cuda"
+    requirement = "onnxruntime-gpu and a CUDA GPU (pip install 'tr2m[gpu]')"
+    providers = ["CUDAExecutionProvider"]
+
+
+class OrtTensorRT(_OrtBackend):
+    name = "ort-trt"
+    requirement = "onnxruntime-gpu built with TensorRT, and TensorRT libraries"
+    providers = ["TensorrtExecutionProvider"]
+
+    @classmethod
+    def provider_list(cls, bundle) -> List:
+        cache = str(bundle.directory / "engines" / "ort-trt-cache")
+        trt = ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                                              "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
+        return [trt, "CUDAExecutionProvider", "CPUExecutionProvider"]

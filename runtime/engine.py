@@ -1,0 +1,163 @@
+"""`Engine`: metric depth from frames and captions, on whichever backend can run the bundle.
+
+Data flows one way: frame -> preprocess -> graph -> postprocess. Captions become embeddings
+through the bundle's tokenizer and text graph, behind the caption cache, so a caption seen
+before (in this run or an earlier one) never runs the text graph again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .backends import pick_backend
+from .backends.base import Backend
+from .bundle import Bundle
+from .cache import CaptionCache
+from .errors import BundleError, CaptionError
+from .preprocess import Preprocessor, resize_back
+from .tokenizer import ClipTokenizer
+
+PRECISION_GRAPHS = {"fp32": "image", "fp16": "image_fp16", "int8": "image_int8"}
+MAPS = ("depth", "scale", "shift", "rel")
+
+
+@dataclass
+class Prediction:
+    """One frame's result at the frame's own resolution (float32 [H, W]); depth in metres."""
+
+    depth: np.ndarray
+    scale: Optional[np.ndarray] = None
+    shift: Optional[np.ndarray] = None
+    rel: Optional[np.ndarray] = None
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds spent per stage (sums over calls) and how many calls."""
+
+    totals: Dict[str, float] = field(default_factory=dict)
+    calls: Dict[str, int] = field(default_factory=dict)
+    last: Dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, started: float) -> None:
+        ms = (time.perf_counter() - started) * 1e3
+        self.totals[stage] = self.totals.get(stage, 0.0) + ms
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        self.last[stage] = ms
+
+    def mean(self) -> Dict[str, float]:
+        return {k: v / self.calls[k] for k, v in self.totals.items()}
+
+
+class Engine:
+    """A bundle opened for inference. `Engine.open(bundle_dir)`; then `predict(frame, caption=...)`."""
+
+    def __init__(self, bundle: Bundle, backend: type, *, precision: str = "fp32",
+                 cache: Optional[CaptionCache] = None):
+        graph = _graph_for(bundle, precision)
+        self.bundle = bundle
+        self.precision = precision
+        self.backend_name = backend.name
+        self.image: Backend = backend.load(bundle, graph)
+        self._backend_cls = backend
+        self._text: Optional[Backend] = None
+        self._tokenizer: Optional[ClipTokenizer] = None
+        pre = bundle.preprocessing
+        self.preprocessor = Preprocessor((pre.height, pre.width), pre.mean, pre.std)
+        self.cache = cache or CaptionCache(bundle.text_encoder_id, bundle.text_dim)
+        self.times = StageTimes()
+
+    @classmethod
+    def open(cls, bundle_dir: str | Path, *, backend: str = "auto", precision: str = "fp32",
+             cache_dir: Optional[str | Path] = None, verify: bool = True) -> "Engine":
+        """Open a bundle folder; `backend` is auto, ort-cpu, ort-cuda, ort-trt or tensorrt."""
+        bundle = Bundle.open(bundle_dir, verify=verify)
+        cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
+        return cls(bundle, pick_backend(backend, bundle), precision=precision, cache=cache)
+
+    @property
+    def input_size(self):
+        return self.preprocessor.input_size
+
+    @property
+    def untrained(self) -> bool:
+        return self.bundle.untrained
+
+    # --- captions -> embeddings -------------------------------------------------------------
+    def embed(self, captions: Sequence[str]) -> np.ndarray:
+        """captions (list of B str) -> float32 [B, D]; the text graph runs only on cache misses."""
+        started = time.perf_counter()
+        embeddings = self.cache.get_or_compute(list(captions), self._run_text)
+        self.times.add("text", started)
+        return embeddings
+
+    def _run_text(self, captions: List[str]) -> np.ndarray:
+        if self._text is None:
+            if self.bundle.tokenizer_path is None or not self.bundle.has_graph("text"):
+                raise BundleError("this bundle has no text graph: pass text embeddings, or re-export with the text graph")
+            self._tokenizer = ClipTokenizer.from_file(self.bundle.tokenizer_path)
+            self._text = self._backend_cls.load(self.bundle, "text")
+        return self._text.run({"token_ids": self._tokenizer(captions)})["text_emb"].astype(np.float32)
+
+    # --- frames -> depth --------------------------------------------------------------------
+    def predict(self, frame: np.ndarray, caption: Optional[str] = None, *, text_emb: Optional[np.ndarray] = None,
+                return_maps: bool = False):
+        """frame: [H,W,3] RGB (uint8/uint16/float), gray or RGBA -> depth float32 [H,W] in metres
+        (or a `Prediction` with the scale, shift and relative maps when `return_maps`)."""
+        return self.predict_batch([frame], None if caption is None else [caption],
+                                  text_emb=None if text_emb is None else np.asarray(text_emb)[None],
+                                  return_maps=return_maps)[0]
+
+    def predict_batch(self, frames: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, *,
+                      text_emb: Optional[np.ndarray] = None, return_maps: bool = False) -> list:
+        """B frames (any sizes) + B captions (or text_emb [B, D]) -> B results (see `predict`)."""
+        frames = list(frames)
+        embeddings = self._embeddings(len(frames), captions, text_emb)
+        started = time.perf_counter()
+        batch = self.preprocessor(frames)
+        self.times.add("preprocess", started)
+        started = time.perf_counter()
+        outputs = self.image.run({"image": batch, "text_emb": embeddings})
+        self.times.add("image", started)
+        started = time.perf_counter()
+        results = [self._postprocess(outputs, i, frame.shape[:2], return_maps) for i, frame in enumerate(frames)]
+        self.times.add("postprocess", started)
+        return results
+
+    def _embeddings(self, count: int, captions, text_emb) -> np.ndarray:
+        if text_emb is not None:
+            return _checked_embeddings(np.asarray(text_emb, dtype=np.float32), count, self.bundle.text_dim)
+        if captions is None:
+            raise CaptionError("no caption given: pass caption='a short scene description' (e.g. 'an office')")
+        if len(captions) != count:
+            raise CaptionError(f"got {len(captions)} captions for {count} frames: give one per frame")
+        return self.embed(captions)
+
+    def _postprocess(self, outputs: Dict[str, np.ndarray], index: int, size, return_maps: bool):
+        depth = resize_back(outputs["depth"][index, 0], size)
+        if not return_maps:
+            return depth
+        maps = {k: resize_back(outputs[k][index, 0], size) for k in MAPS[1:] if k in outputs}
+        return Prediction(depth=depth, **maps)
+
+
+def _graph_for(bundle: Bundle, precision: str) -> str:
+    if precision not in PRECISION_GRAPHS:
+        raise BundleError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_GRAPHS)}")
+    graph = PRECISION_GRAPHS[precision]
+    if not bundle.has_graph(graph):
+        hint = {"fp16": "re-export with --half", "int8": "quantize it with calib (tr2m-export trt --int8 ...)"}.get(precision, "")
+        raise BundleError(f"bundle has no {precision} image graph ({graph}): {hint}".rstrip(": "))
+    return graph
+
+
+def _checked_embeddings(emb: np.ndarray, count: int, dim: int) -> np.ndarray:
+    if emb.shape != (count, dim):
+        raise CaptionError(f"text embeddings must have shape [{count}, {dim}], got {list(emb.shape)}")
+    if not np.isfinite(emb).all():
+        raise CaptionError("text embeddings contain NaN or inf")
+    return np.ascontiguousarray(emb)
