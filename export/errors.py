@@ -1,6 +1,7 @@
 """Turning known failures into one-line CLI errors (no tracebacks for the user)."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, TypeVar
 
@@ -21,7 +22,11 @@ def known_errors() -> tuple:
 
 
 def run_cli(action: Callable[[], T]) -> T:
-    """Run `action`; known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
+    """Run `action`; known errors print `error: ...` and exit 2, Ctrl-C exits 130.
+
+    SIGTERM is turned into KeyboardInterrupt so that clean-up (`finally`) runs for it too.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return action()
     except KeyboardInterrupt:
@@ -31,3 +36,7 @@ def run_cli(action: Callable[[], T]) -> T:
         message = " ".join(str(e).split()) or type(e).__name__
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -52,13 +52,17 @@ class DepthColorizer:
 
 
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    """About ``target`` round tick values (steps 1, 2, 2.5 or 5 x 10^k) inside [lo, hi]."""
-    raw = (hi - lo) / max(target - 1, 1)
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    count = int(math.floor((hi - first) / step + 1e-9)) + 1
-    return [round(first + i * step, 10) for i in range(count)]
+    """Round tick values (step 1, 2, 2.5 or 5 x 10^k) inside [lo, hi]; the step whose tick
+    count is closest to ``target`` wins (ties: the larger step, fewer labels)."""
+    power = 10.0 ** math.floor(math.log10((hi - lo) / max(target - 1, 1)))
+    best: list[float] = []
+    for step in (m * power for m in (1, 2, 2.5, 5, 10)):
+        first = math.ceil(lo / step - 1e-9) * step
+        count = int(math.floor((hi - first) / step + 1e-9)) + 1
+        ticks = [round(first + i * step, 10) for i in range(count)]
+        if not best or abs(len(ticks) - target) <= abs(len(best) - target):
+            best = ticks
+    return best
 
 
 def _label(value: float) -> str:
@@ -68,7 +72,7 @@ def _label(value: float) -> str:
 def legend(height: int, colorizer: DepthColorizer) -> np.ndarray:
     """Colour bar uint8 [height, width, 3] RGB: far (max_m) at the top, near at the bottom,
     ticks labelled in metres with cv2.putText. Width grows with the label text."""
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, height / 1200)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, height / 900)
     thick = max(1, round(scale * 2))
     ticks = nice_ticks(colorizer.min_m, colorizer.max_m)
     text_w = max(cv2.getTextSize(_label(t), font, scale, thick)[0][0] for t in ticks)

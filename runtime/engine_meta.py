@@ -61,6 +61,11 @@ def flavour_for_module(module_name: str, version: str) -> str:
     return name
 
 
+def flavour_label(flavour: str, version: str) -> str:
+    """("rtx", "1.7.1.116") -> "TensorRT for RTX 1.7.1.116"; ("tensorrt10", "10.3.0") -> "TensorRT 10.3.0"."""
+    return f"TensorRT for RTX {version}" if flavour == "rtx" else f"TensorRT {version}"
+
+
 class EngineError(BundleError):
     """An engine is unusable here: built for another GPU or TensorRT, corrupt, or its sidecar is bad."""
 
@@ -119,8 +124,7 @@ class EngineMeta:
         return cls(**kwargs)
 
     def describe(self) -> str:
-        label = FLAVOUR_IDS[self.flavour].label if self.flavour in FLAVOUR_IDS else self.flavour
-        return f"{self.target} with {label} {self.trt_version}"
+        return f"{self.target} with {flavour_label(self.flavour, self.trt_version)}"
 
 
 SidecarLike = Union[EngineMeta, Mapping[str, Any], str, Path]
@@ -185,9 +189,8 @@ def check_engine(sidecar: SidecarLike, gpu_cc: Union[str, int, Tuple[int, int], 
         raise EngineError(f"engine {name} needs a CUDA GPU ({meta.target}) and none was found")
     here_cc = normalize_cc(gpu_cc)
     if flavour is not None and flavour != meta.flavour:
-        raise EngineError(f"engine {name} was built with {meta.describe()}, but this runtime uses "
-                          f"{FLAVOUR_IDS.get(flavour, FlavourId(flavour, '', flavour, '')).label} "
-                          f"{trt_version}: {rebuild}")
+        raise EngineError(f"engine {name} was built for {meta.describe()}, but this runtime uses "
+                          f"{flavour_label(flavour, trt_version)}: {rebuild}")
     if normalize_cc(meta.target) != here_cc:
         raise EngineError(f"engine {name} was built for {meta.describe()}; this GPU is {here_cc}: {rebuild}")
     if str(meta.trt_version) != str(trt_version):

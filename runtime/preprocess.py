@@ -7,7 +7,9 @@ whose half-pixel mapping is ``align_corners=False`` and whose weights are fixed-
 
 Speed: the resize is separable and gathers whole rows first (cheap, contiguous), converting to
 float32 only the rows it keeps; the column pass gathers from the flattened ``W*C`` axis. The
-index/weight plans are cached per (input length, output length).
+index/weight plans are cached per (input length, output length) and the temporaries live in
+per-thread scratch buffers (safe to call from several threads; results are always fresh arrays
+unless ``out=`` is given).
 """
 from __future__ import annotations
 

@@ -386,7 +386,9 @@ SOURCES: dict[str, type[FrameSource]] = {
 
 
 def open_source(spec: str | Path) -> FrameSource:
-    """Open a video file, image, folder of images or camera index ("0") as a FrameSource."""
+    """Open a video file, image, folder of images or camera index ("0") as a FrameSource.
+
+    A digit string always means a camera: write ``./0`` for a file named ``0``."""
     spec = str(spec)
     if not spec:
         raise SourceError("no input given: pass a video, image, folder or camera index")

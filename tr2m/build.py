@@ -96,17 +96,37 @@ def enliven(model: TR2M, seed: int = 0) -> TR2M:
 
     A fresh head starts from constant maps (its last convs are zeroed) and a random Depth
     Anything's disparity is ~1e-7, so an untrained model would print one flat depth and a
-    parity check would only see the constant B. This gives the last convs small random weights
-    and Depth Anything's neck and head convs a Kaiming scale, so D_r varies at order 1.
+    parity check would only see the constant B. This gives Depth Anything's neck and head convs
+    a Kaiming scale, so D_r varies at order 1, and the heads' last convs random weights scaled so
+    that the exponent of A and B has a standard deviation of 0.5 on a noise image: A and B then
+    span about e^±1.5 around their coefficients, as a trained head's do, instead of overflowing.
     Never use it on trained weights: it overwrites them.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for last in (model.head.output_conv_scale2[2], model.head.output_conv_shift2[2]):
-            last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * 0.05)
         depth_anything = model.relative.model
         for module in list(depth_anything.neck.modules()) + list(depth_anything.head.modules()):
             if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                 fan_in = module.weight[0].numel()
                 module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+        lasts = (model.head.output_conv_scale2[2], model.head.output_conv_shift2[2])
+        for last in lasts:
+            last.weight.copy_(torch.randn(last.weight.shape, generator=gen))
+        spreads = _exponent_spreads(model, lasts, gen)
+        for last, spread in zip(lasts, spreads):
+            last.weight.mul_(0.5 / max(spread, 1e-12))
     return model
+
+
+def _exponent_spreads(model: TR2M, lasts, gen: torch.Generator) -> list:
+    """Standard deviation of each last conv's output (the exponent of A or B) on a noise image."""
+    spreads = {}
+    hooks = [last.register_forward_hook(lambda m, i, o, k=k: spreads.__setitem__(k, float(o.std())))
+             for k, last in enumerate(lasts)]
+    try:
+        image = torch.randn(1, 3, *model.config.input_size, generator=gen)
+        model(image.to(model.device), torch.randn(1, model.config.text.projection_dim, generator=gen).to(model.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [spreads[k] for k in range(len(lasts))]

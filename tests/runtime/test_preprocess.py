@@ -66,6 +66,19 @@ def test_results_are_fresh_arrays_despite_reused_scratch_buffers(rng):
     assert not np.shares_memory(a, b)
 
 
+def test_resize_is_safe_from_several_threads(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [rng.random((120 + i, 160, 3), dtype=np.float32) for i in range(8)]
+    serial = [resize_bilinear_align_corners(img, (97, 131)) for img in images]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            threaded = list(pool.map(lambda im: resize_bilinear_align_corners(im, (97, 131)),
+                                     images))
+            for a, b in zip(serial, threaded):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_resize_writes_into_out_and_rejects_a_wrong_buffer(rng):
     img = rng.random((40, 50, 3), dtype=np.float32)
     out = np.empty((20, 25, 3), np.float32)

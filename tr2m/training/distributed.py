@@ -59,10 +59,12 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=resolved)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Leave the process group (after a barrier, so no rank exits while another still sends)."""
+def teardown(ctx: DistContext, barrier: bool = True) -> None:
+    """Leave the process group, after a barrier (so no rank exits while another still sends)
+    unless this rank failed: then the others would wait for it forever."""
     if ctx.distributed and dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

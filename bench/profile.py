@@ -1,0 +1,205 @@
+"""Where the time goes: ONNX Runtime per-op-type profile and session-option experiments.
+
+    python -m bench.profile ops --bundle DIR [--graph image] [--runs 2]
+    python -m bench.profile sweep --bundle DIR [--graph image] [--runs 3] [--variants baseline,no-spin,...]
+
+`ops` runs the graph with ORT's profiler and sums kernel time per op type (and lists the slowest
+nodes). `sweep` times the graph under session-option variants, each in a fresh process (so one
+variant's arena and threads cannot colour the next), on a real frame at batch 1, and prints the
+median per variant with the ratio to the first one. Variants that need a rewritten graph
+(`fused-attention`: onnxruntime.transformers' optimizer fusing attention, LayerNorm and GELU) are
+written to a temporary folder first.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import click
+import numpy as np
+
+FRAME = Path(__file__).resolve().parents[2] / "shared" / "data" / "metric3d_nyu" / "rgb" / "rgb_00000.jpg"
+
+
+def _feeds(bundle_dir: Path, graph: str, frame: Path = FRAME, batch: int = 1) -> Dict[str, np.ndarray]:
+    from runtime import Bundle
+    from runtime.preprocess import Preprocessor
+    from runtime.sources import read_image
+
+    bundle = Bundle.open(bundle_dir, verify=False)
+    pre = bundle.preprocessing
+    image = Preprocessor((pre.height, pre.width), pre.mean, pre.std)([read_image(frame)] * batch)
+    feeds = {"image": image, "text_emb": np.random.default_rng(0).standard_normal((batch, bundle.text_dim), np.float32)}
+    return {k: feeds[k] for k in bundle.graph(graph).inputs}
+
+
+def _session(path: Path, variant: str, profile_dir: Optional[Path] = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()  # the runtime's settings (runtime/backends/ort.py) ...
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(os.environ.get("TR2M_THREADS", 0)) or (os.cpu_count() or 1)
+    options.log_severity_level = 3
+    # ... then the variant's change
+    if variant == "no-spin":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif variant == "extended":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    elif variant == "basic":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    elif variant == "1-thread":
+        options.intra_op_num_threads = 1
+    elif variant == "no-arena":
+        options.enable_cpu_mem_arena = False
+    if profile_dir is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_dir / "ort")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def fused_attention_graph(src: Path, out_dir: Path) -> Path:
+    """The graph rewritten by onnxruntime.transformers' optimizer (attention/LayerNorm/GELU fusions)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model = optimize_model(str(src), model_type="vit", num_heads=0, hidden_size=0, opt_level=1, use_gpu=False)
+    counts = collections.Counter(n.op_type for n in model.model.graph.node)
+    print(f"    fused graph ops: {dict(counts.most_common(12))}", file=sys.stderr)
+    out = out_dir / "fused.onnx"
+    large = src.stat().st_size > 1_800_000_000
+    model.save_model_to_file(str(out), use_external_data_format=large)
+    return out
+
+
+def time_variant(path: Path, feeds: Dict[str, np.ndarray], variant: str, runs: int, iobinding: bool = False) -> Dict:
+    began = time.perf_counter()
+    session = _session(path, variant)
+    load_s = time.perf_counter() - began
+    names = [o.name for o in session.get_outputs()]
+    if iobinding:
+        binding = session.io_binding()
+        for k, v in feeds.items():
+            binding.bind_cpu_input(k, v)
+        for n in names:
+            binding.bind_output(n)
+        call = lambda: session.run_with_iobinding(binding)  # noqa: E731
+    else:
+        call = lambda: session.run(names, feeds)  # noqa: E731
+    call()  # warm-up
+    ms = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        ms.append((time.perf_counter() - t) * 1e3)
+    return {"variant": variant, "load_s": load_s, "ms": ms, "median_ms": float(np.median(ms))}
+
+
+def op_profile(path: Path, feeds: Dict[str, np.ndarray], runs: int, top: int = 15) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        session = _session(path, "baseline", profile_dir=Path(tmp))
+        names = [o.name for o in session.get_outputs()]
+        session.run(names, feeds)  # warm-up (profiled too; dropped below)
+        for _ in range(runs):
+            session.run(names, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    skip_until = runs_seen[0]["ts"] + runs_seen[0]["dur"] if len(runs_seen) > 1 else 0
+    by_type, by_node = collections.Counter(), collections.Counter()
+    count = collections.Counter()
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < skip_until:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        by_type[op] += e["dur"] / 1e3 / runs
+        by_node[f"{e['name'][:-12]} ({op})"] += e["dur"] / 1e3 / runs
+        count[op] += 1
+    total = sum(by_type.values())
+    lines = [f"kernel time per run: {total:.1f} ms (sum over nodes; {runs} profiled runs)",
+             f"{'op type':<28}{'ms/run':>10}{'%':>7}{'nodes':>7}"]
+    for op, ms in by_type.most_common(top):
+        lines.append(f"{op:<28}{ms:>10.1f}{100 * ms / total:>7.1f}{count[op] // runs:>7}")
+    lines.append("slowest nodes:")
+    for node, ms in by_node.most_common(8):
+        lines.append(f"  {ms:8.1f} ms  {node}")
+    return "\n".join(lines)
+
+
+@click.group()
+def main():
+    """ONNX Runtime profiling and session-option experiments on a bundle graph."""
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--graph", default="image", show_default=True)
+@click.option("--runs", default=2, show_default=True)
+@click.option("--batch", default=1, show_default=True)
+def ops(bundle, graph, runs, batch):
+    """Kernel time per op type (ORT profiler)."""
+    from runtime import Bundle
+
+    path = Bundle.open(bundle, verify=False).graph_path(graph)
+    click.echo(op_profile(path, _feeds(bundle, graph, batch=batch), runs))
+
+
+VARIANTS = ("baseline", "no-spin", "extended", "basic", "1-thread", "no-arena", "iobinding", "fused-attention")
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--graph", default="image", show_default=True)
+@click.option("--runs", default=3, show_default=True)
+@click.option("--batch", default=1, show_default=True)
+@click.option("--variants", default=",".join(VARIANTS), show_default=True)
+@click.option("--repeat-baseline", is_flag=True, help="Run the baseline again at the end (drift check).")
+def sweep(bundle, graph, runs, batch, variants, repeat_baseline):
+    """Median image-graph time per session-option variant, each in a fresh process."""
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    if repeat_baseline:
+        chosen.append("baseline")
+    results = []
+    for variant in chosen:
+        click.echo(f"  {variant} ...", err=True)
+        out = subprocess.run([sys.executable, "-m", "bench.profile", "one", "--bundle", str(bundle), "--graph", graph,
+                              "--runs", str(runs), "--batch", str(batch), "--variant", variant],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            click.echo(f"  {variant} failed: {out.stderr.strip().splitlines()[-1:]}", err=True)
+            continue
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        click.echo(f"  {variant}: {results[-1]['median_ms']:.1f} ms (load {results[-1]['load_s']:.1f} s)", err=True)
+    base = results[0]["median_ms"] if results else float("nan")
+    click.echo(f"{'variant':<18}{'median ms':>11}{'x first':>9}  runs (ms)")
+    for r in results:
+        click.echo(f"{r['variant']:<18}{r['median_ms']:>11.1f}{r['median_ms'] / base:>9.3f}  "
+                   + " ".join(f"{m:.0f}" for m in r["ms"]))
+
+
+@main.command(hidden=True)
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--graph", default="image")
+@click.option("--runs", default=3)
+@click.option("--batch", default=1)
+@click.option("--variant", default="baseline")
+def one(bundle, graph, runs, batch, variant):
+    from runtime import Bundle
+
+    path = Bundle.open(bundle, verify=False).graph_path(graph)
+    feeds = _feeds(bundle, graph, batch=batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "fused-attention":
+            path = fused_attention_graph(path, Path(tmp))
+        result = time_variant(path, feeds, "baseline" if variant in ("fused-attention", "iobinding") else variant, runs,
+                              iobinding=variant == "iobinding")
+    result["variant"] = variant
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""tr2m-run end to end: real videos through every output, the caption cache across runs, Ctrl-C,
+bad inputs, torch never imported, and the offline demo."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from runtime import demo
+from runtime.cli import main
+from runtime.engine import Engine
+from runtime.errors import BundleError
+from tests.runtime.fixtures_io import BEDROOM, COFFEE, REPO, ROLLERCOASTER, count_video_frames, require
+
+N = 12
+
+
+@pytest.fixture
+def bundle(tiny_bundle) -> str:
+    return str(tiny_bundle.bundle)
+
+
+def tr2m_run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def leftovers(folder: Path) -> list:
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+def ply_vertices(path: Path) -> int:
+    data = path.read_bytes()
+    header = data[: data.index(b"end_header\n") + len(b"end_header\n")].decode("ascii")
+    count = int(header.split("element vertex ")[1].split()[0])
+    assert len(data) == len(header) + 15 * count  # float x, y, z + uchar r, g, b
+    return count
+
+
+@pytest.mark.parametrize("video", [BEDROOM, ROLLERCOASTER], ids=["h264", "mpeg4-part2"])
+def test_real_video_through_every_output(bundle, video, tmp_path):
+    out = tmp_path / "out"
+    code = tr2m_run(require(video), "--bundle", bundle, "--caption", "a room", "--out", out, "--max-frames", N,
+                    "--side-by-side", "--png16", "--npz", "--ply", "--fov", 60, "--ply-stride", 4, "--csv",
+                    "--cache-dir", tmp_path / "cache", "-q")
+    assert code == 0
+    frames, width, height = count_video_frames(out / "depth.mp4")
+    assert frames == N and height == 540 and width > 2 * 960  # rgb | depth | legend
+    pngs = sorted((out / "png16").glob("*.png"))
+    npzs = sorted((out / "npz").glob("*.npz"))
+    plys = sorted((out / "ply").glob("*.ply"))
+    assert len(pngs) == len(npzs) == len(plys) == N
+    for png, npz, ply in zip(pngs, npzs, plys):
+        mm = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        with np.load(npz) as z:
+            depth = z["depth"]
+        assert mm.dtype == np.uint16 and mm.shape == depth.shape == (540, 960)
+        valid = np.isfinite(depth) & (depth > 0)
+        expected = np.where(valid, np.clip(np.round(depth.astype(np.float64) * 1000), 1, 65535), 0)
+        assert np.abs(mm.astype(np.int64) - expected).max() <= 1  # millimetres of the same metres
+        assert ply_vertices(ply) == int(valid[::4, ::4].sum())
+    with open(out / "depth.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["index"]) for r in rows] == list(range(N))
+    with np.load(npzs[-1]) as z:
+        assert float(rows[-1]["median_m"]) == pytest.approx(float(np.median(z["depth"])), rel=1e-4)
+    assert float(rows[0]["image_ms"]) > 0
+    info = summary(out)
+    assert info["frames"] == N and info["untrained"] is True and info["fps"] > 0
+    assert not leftovers(out)
+
+
+def test_scene_schedule_hits_the_caption_cache_within_and_across_runs(bundle, tmp_path, monkeypatch):
+    schedule = tmp_path / "scenes.json"
+    schedule.write_text(json.dumps({"default": "a house", "ranges": [
+        {"start_frame": 0, "end_frame": 4, "caption": "a bedroom"},
+        {"start_frame": 4, "end_frame": 8, "caption": "children jumping on a bed"},
+        {"start_frame": 8, "end_frame": 12, "caption": "a bedroom"},
+    ]}))
+    args = [require(BEDROOM), "--bundle", bundle, "--captions", schedule, "--max-frames", N, "--batch", 3,
+            "--cache-dir", tmp_path / "cache", "-q"]
+    assert tr2m_run(*args, "--out", tmp_path / "one") == 0
+    assert summary(tmp_path / "one")["caption_cache"] == {"hits": N - 2, "misses": 2}
+    monkeypatch.setattr(Engine, "_run_text", lambda self, captions: pytest.fail(f"text graph ran for {captions}"))
+    assert tr2m_run(*args, "--out", tmp_path / "two") == 0
+    assert summary(tmp_path / "two")["caption_cache"] == {"hits": N, "misses": 0}
+
+
+def test_keyframe_mode(bundle, tmp_path):
+    out = tmp_path / "out"
+    assert tr2m_run(require(COFFEE), "--bundle", bundle, "--caption", "a table", "--out", out, "--max-frames", 9,
+                    "--keyframe-every", 4, "--smooth", 0.5, "--cache-dir", tmp_path / "cache", "-q") == 0
+    info = summary(out)
+    assert info["frames"] == 9 and info["keyframes"] == 3  # frames 0, 4, 8
+    assert {"relative", "scale_shift"} <= set(info["stage_ms"])
+
+
+SCRIPT = """
+import sys
+from runtime.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules, "tr2m-run imported torch"
+sys.exit(code)
+"""
+
+
+def test_ctrl_c_leaves_a_playable_video_of_the_frames_done_and_torch_is_never_imported(bundle, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", SCRIPT, str(require(BEDROOM)), "--bundle", bundle, "--caption", "a bedroom",
+            "--out", str(out), "--png16", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("png16/*.png"))) < 4 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted:" in stderr
+    done = summary(out)["frames"]
+    assert 4 <= done < 200
+    assert count_video_frames(out / "depth.mp4")[0] == done == len(list(out.glob("png16/*.png")))
+    assert not leftovers(out)
+
+
+def copy_bundle(bundle: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def bad_version(bundle, tmp_path):
+    copy = copy_bundle(bundle, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(dict(manifest, format_version=99)))
+    return [require(BEDROOM), "--bundle", copy], "format version 99"
+
+
+def tampered(bundle, tmp_path):
+    copy = copy_bundle(bundle, tmp_path)
+    with open(copy / "text.onnx", "ab") as f:
+        f.write(b"\0")
+    return [require(BEDROOM), "--bundle", copy], "does not match its checksum"
+
+
+def write(name: str, data: bytes):
+    def make(bundle, tmp_path):
+        (tmp_path / name).write_bytes(data)
+        return [tmp_path / name, "--bundle", bundle], None
+    return make
+
+
+def unknown_codec(bundle, tmp_path):
+    path = tmp_path / "unknown.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    path.write_bytes(path.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_TR2M/UNKNOWN!"))
+    return [path, "--bundle", bundle], "Decoder not found"
+
+
+def caption_file(name: str, text: str, message: str):
+    def make(bundle, tmp_path):
+        (tmp_path / name).write_text(text)
+        return [require(BEDROOM), "--bundle", bundle, "--captions", tmp_path / name], message
+    return make
+
+
+def unwritable_out(bundle, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    return [require(BEDROOM), "--bundle", bundle, "--out", tmp_path / "a-file" / "out"], "cannot create the output folder"
+
+
+BAD_INPUTS = {
+    "missing": (lambda b, t: ([t / "missing.mp4", "--bundle", b], "no such file")),
+    "empty": write("empty.mp4", b""),
+    "not-a-video": write("notes.mp4", b"hello, not a video\n" * 40),
+    "truncated": (lambda b, t: write("cut.mp4", require(BEDROOM).read_bytes()[:400_000])(b, t)),
+    "unknown-codec": unknown_codec,
+    "no-camera": (lambda b, t: (["97", "--bundle", b], "camera 97 is not available")),
+    "bundle-version": bad_version,
+    "bundle-tampered": tampered,
+    "bundle-missing": (lambda b, t: ([require(BEDROOM), "--bundle", t / "nope"], "bundle folder not found")),
+    "captions-json": caption_file("c.json", '[{"start": 0, "caption": "a room"', "invalid JSON"),
+    "captions-srt": caption_file("c.srt", "1\n00:00:01 -> 00:00:02\nhello\n", "malformed SRT"),
+    "unwritable-out": unwritable_out,
+    "bad-range": (lambda b, t: ([require(BEDROOM), "--bundle", b, "--range", "10:1"], "--range")),
+    "ply-without-camera": (lambda b, t: ([require(BEDROOM), "--bundle", b, "--ply"], "--fov")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_error_exit_2_and_leaves_nothing(bundle, tmp_path, capsys, case):
+    args, message = BAD_INPUTS[case](bundle, tmp_path)
+    out = tmp_path / "out"
+    if "--out" not in args:
+        args += ["--out", out]
+    code = tr2m_run(*args, "--caption", "a room", "--cache-dir", tmp_path / "cache", "-q")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    if message:
+        assert message in err
+    assert not out.exists()
+    assert not leftovers(tmp_path)
+
+
+def test_console_script_reports_a_bad_input_without_traceback(tmp_path):
+    script = Path(sys.executable).with_name("tr2m-run")
+    if not script.exists():
+        pytest.skip("the tr2m-run console script is not installed in this environment")
+    result = subprocess.run([str(script), str(tmp_path / "missing.mp4"), "--bundle", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "tr2m-out").exists()
+
+
+def test_demo_runs_offline_on_its_generated_video(bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(demo, "DEMO_SECONDS", 0.6)  # 9 frames: the test only needs the path to run
+    monkeypatch.chdir(tmp_path)
+    assert tr2m_run("--bundle", bundle, "--max-frames", 6, "--cache-dir", tmp_path / "cache") == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("UNTRAINED bundle") == 2  # at the start and at the end
+    info = summary(tmp_path / "tr2m-out" / "demo")
+    assert info["frames"] == 6 and info["untrained"] and info["caption_cache"]["misses"] == 1
+    video = next((tmp_path / "xdg" / "tr2m" / "demo").glob("*/corridor.mp4"))
+    assert count_video_frames(video) == (9, 640, 360)
+    assert tr2m_run("--demo", "--bundle", bundle, "--max-frames", 2, "--out", tmp_path / "again",
+                    "--cache-dir", tmp_path / "cache", "-q") == 0  # the cached video is reused
+
+
+def test_demo_bundle_is_built_once_and_needs_torch_only_when_building(bundle, tmp_path, monkeypatch):
+    built = []
+
+    def fake_build(folder, log):
+        built.append(folder)
+        shutil.copytree(bundle, folder)
+    first = demo.demo_bundle(tmp_path, build=fake_build)
+    second = demo.demo_bundle(tmp_path, build=fake_build)
+    assert first == second and built == [first] and (first / "manifest.json").is_file()
+    monkeypatch.setitem(sys.modules, "export.bundle", None)  # as if torch and export were missing
+    with pytest.raises(BundleError, match=r"pip install 'tr2m\[torch\]'.*--bundle"):
+        demo.export_tiny_bundle(tmp_path / "other", log=lambda m: None)
+
+
+def test_help_lists_the_options(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--caption", "--captions", "--bundle", "--backend", "--precision", "--png16", "--npz", "--ply",
+                   "--fov", "--intrinsics", "--csv", "--range", "--max-frames", "--batch", "--keyframe-every",
+                   "--smooth", "--demo"):
+        assert option in text

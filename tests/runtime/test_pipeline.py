@@ -1,0 +1,183 @@
+"""runtime.pipeline: the tr2m-run loop on real frames and the tiny bundle, in-process."""
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from runtime import Engine
+from runtime.captions import CaptionSchedule
+from runtime.errors import OutputError, SourceError
+from runtime.keyframe import KeyframePredictor
+from runtime.pipeline import (EnginePredictor, KeyframeAdapter, Outputs, SinkWriter, auto_range, default_range,
+                              run)
+from runtime.sinks import Sink
+from tests.runtime.fixtures_io import BEDROOM, count_video_frames, first_frames
+
+SCENE = CaptionSchedule.fixed("a bedroom")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return first_frames(BEDROOM, 8)
+
+
+@pytest.fixture
+def engine(tiny_bundle, tmp_path):
+    return Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "cache")
+
+
+def prepared(folder, **options) -> Outputs:
+    outputs = Outputs(folder=folder, range_m=(0.5, 10.0), fps=10.0, **options)
+    outputs.prepare()
+    return outputs
+
+
+class Interrupting:
+    """A predictor that raises KeyboardInterrupt (as Ctrl-C would) on call number `at`."""
+
+    def __init__(self, inner, at: int):
+        self.inner, self.at, self.calls = inner, at, 0
+        self.times = inner.times
+
+    def __call__(self, frames, captions):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.inner(frames, captions)
+
+
+def test_batches_write_every_frame_with_per_frame_timings(engine, frames, tmp_path):
+    outputs = prepared(tmp_path / "out", png16=True, csv=True)
+    report = run(EnginePredictor(engine), frames[:7], SCENE, outputs, batch=3)
+    assert (report.frames, report.interrupted) == (7, False)
+    assert sorted(p.name for p in (tmp_path / "out" / "png16").iterdir()) == [f"depth_{i:06d}.png" for i in range(7)]
+    assert count_video_frames(tmp_path / "out" / "depth.mp4")[0] == 7
+    rows = (tmp_path / "out" / "depth.csv").read_text().splitlines()
+    assert len(rows) == 8 and "image_ms" in rows[0] and "preprocess_ms" in rows[0]
+    assert {"decode_wait", "preprocess", "image", "postprocess", "write"} <= set(report.stage_ms)
+    assert report.range_m == (0.5, 10.0)
+
+
+def test_ctrl_c_writes_the_frames_done_and_finalizes_the_video(engine, frames, tmp_path):
+    outputs = prepared(tmp_path / "out", npz=True)
+    report = run(Interrupting(EnginePredictor(engine), at=6), frames, SCENE, outputs)
+    assert report.interrupted and report.frames == 5
+    assert count_video_frames(tmp_path / "out" / "depth.mp4")[0] == 5
+    assert len(list((tmp_path / "out" / "npz").glob("*.npz"))) == 5
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
+
+
+def test_ctrl_c_or_an_error_before_any_frame_leaves_no_folder(engine, frames, tmp_path):
+    root = tmp_path / "work"
+    root.mkdir()
+    outputs = prepared(root / "a" / "b", png16=True, csv=True)
+    report = run(Interrupting(EnginePredictor(engine), at=1), frames, SCENE, outputs)
+    assert report.interrupted and report.frames == 0 and not report.outputs
+    assert list(root.iterdir()) == []  # a/ and a/b/ were created by this run: removed
+
+    def broken(chunk, captions):
+        raise SourceError("boom")
+    broken.times = engine.times
+    (root / "kept").mkdir()
+    outputs = prepared(root / "kept" / "out", csv=True)
+    with pytest.raises(SourceError, match="boom"):
+        run(broken, frames, SCENE, outputs)
+    assert list(root.iterdir()) == [root / "kept"] and not list((root / "kept").iterdir())
+
+
+class FailingSink(Sink):
+    def __init__(self, fail_at):
+        self.fail_at, self.finished = fail_at, None
+
+    def _write(self, frame, depth_m, extras):
+        if self.frames_written == self.fail_at:
+            raise OutputError("disk full")
+
+    def close(self):
+        self.finished = "close"
+
+    def abort(self):
+        self.finished = "abort"
+
+
+def test_a_writer_error_stops_the_run_and_finalizes_the_sinks(engine, frames, tmp_path, monkeypatch):
+    sink = FailingSink(fail_at=2)
+    monkeypatch.setattr(Outputs, "open", lambda self, depth: sink)
+    outputs = prepared(tmp_path / "out")
+    with pytest.raises(OutputError, match="disk full"):
+        run(EnginePredictor(engine), frames, SCENE, outputs)
+    assert sink.finished == "abort" and sink.frames_written == 2
+
+
+def test_decoding_runs_ahead_but_stays_bounded(engine, frames, tmp_path):
+    produced, consumed, lead = [0], [0], []
+
+    def source():
+        for frame in itertools.cycle(frames[:2]):
+            produced[0] += 1
+            lead.append(produced[0] - consumed[0])
+            yield frame
+
+    inner = EnginePredictor(engine)
+
+    def counting(chunk, captions):
+        consumed[0] += len(chunk)
+        return inner(chunk, captions)
+    counting.times = engine.times
+    report = run(counting, source(), SCENE, prepared(tmp_path / "out"), batch=2, max_frames=20)
+    assert report.frames == 20
+    assert max(lead) <= (2 * 2 + 2) + 2 + 1  # queue + the chunk being formed + the frame being made
+    assert not [t for t in threading.enumerate() if t.name in ("tr2m-prefetch", "tr2m-writer")]
+
+
+def test_keyframe_adapter_refreshes_scale_every_k_frames(engine, frames, tmp_path):
+    keyframes = KeyframePredictor(engine, every=3)
+    report = run(KeyframeAdapter(keyframes, maps=True), frames[:7], SCENE,
+                 prepared(tmp_path / "out", npz=True, maps=True))
+    assert report.frames == 7 and keyframes.keyframes == 3  # frames 0, 3, 6
+    with np.load(tmp_path / "out" / "npz" / "depth_000004.npz") as z:
+        assert {"depth", "scale", "shift", "rel"} <= set(z.files)
+        assert z["scale"].shape == frames[4].rgb.shape[:2]
+
+
+def test_untrained_label_is_stamped_on_the_video(engine, frames, tmp_path):
+    import av
+
+    outputs = prepared(tmp_path / "out", label="UNTRAINED")
+    run(EnginePredictor(engine), frames[:2], SCENE, outputs)
+    with av.open(str(tmp_path / "out" / "depth.mp4")) as container:
+        picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    corner = picture[:20, :60].astype(int)
+    assert ((corner[..., 0] > 150) & (corner[..., 1] < 110)).any()  # red text on black
+    assert (corner.sum(axis=2) < 60).mean() > 0.3
+
+
+def test_ranges_writer_and_output_validation(tmp_path):
+    assert default_range({"preset": "paper"}) == (0.5, 10.0)
+    assert default_range({"preset": "kitti"}) == (1.0, 80.0)
+    assert default_range({"preset": "tiny"}) is None
+    assert default_range({"preset": "paper", "display_range_m": [0.2, 5]}) == (0.2, 5.0)
+    depth = np.linspace(0.63, 273.0, 1000, dtype=np.float32).reshape(20, 50)
+    depth[0, 0] = np.nan
+    lo, hi = auto_range(depth)
+    assert lo <= 6.1 and hi >= 267 and (lo, hi) == (round(lo, 6), round(hi, 6))
+    with pytest.raises(OutputError, match="no output selected"):
+        Outputs(folder=tmp_path, video=False)
+    with pytest.raises(OutputError, match="field of view"):
+        Outputs(folder=tmp_path, ply=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create the output folder"):
+        Outputs(folder=blocker / "out").prepare()
+    writer = SinkWriter(FailingSink(fail_at=0), maxsize=1)
+    frame = first_frames(BEDROOM, 1)[0]
+    writer.put(frame, np.ones(frame.rgb.shape[:2], np.float32), {})
+    with pytest.raises(OutputError, match="disk full"):
+        for _ in range(5):  # the error surfaces on a later put (or close), never blocks
+            writer.put(frame, np.ones(frame.rgb.shape[:2], np.float32), {})
+        writer.close()
+    writer.abort()
+    assert writer.sink.finished == "abort" and writer.written == 0

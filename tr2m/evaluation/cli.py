@@ -1,0 +1,196 @@
+"""`tr2m-eval`: score a TR2M model or an exported bundle on a depth dataset.
+
+    tr2m-eval --dataset nyu --root DATA/nyu --split nyu_test.txt --captions-root CAPS \\
+              --checkpoint weights/da_s_vitl_vitl.pth --output nyu.json
+    tr2m-eval --dataset kitti --root DATA/kitti_raw --depth-root DATA/kitti_gt --split kitti_test.txt \\
+              --preset kitti --checkpoint head.safetensors
+    tr2m-eval --dataset nyu ... --bundle exported/ --backend onnxruntime
+
+Prints the BTS metric table and writes a JSON report (atomically). Known bad inputs print one
+`error:` line and exit 2.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import click
+
+EXIT_USAGE = 2
+
+
+class InputError(Exception):
+    """A bad input the user can fix; printed as one `error:` line (shared with tr2m-train)."""
+
+
+def one_line(error: Any) -> str:
+    return " ".join(str(error).split())
+
+
+@contextlib.contextmanager
+def _input_errors():
+    from tr2m.checkpoint import CheckpointError
+    from tr2m.data import CaptionError
+
+    from .evaluate import EngineUnavailable
+
+    try:
+        yield
+    except (CheckpointError, CaptionError, EngineUnavailable, FileNotFoundError, NotADirectoryError, ValueError,
+            OSError) as e:
+        raise InputError(one_line(e)) from e
+    except KeyError as e:  # registries raise KeyError with a message naming the valid choices
+        raise InputError(one_line(e.args[0] if e.args else e)) from e
+    except Exception as e:  # the runtime's own errors (BundleError, ...) all derive from Tr2mRuntimeError
+        if type(e).__module__.startswith("runtime"):
+            raise InputError(one_line(e)) from e
+        raise
+
+
+def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
+    if not value:
+        return None
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--input-size must look like 434x560, got {value!r}") from None
+    return height, width
+
+
+def _dataset(opts: Dict[str, Any]):
+    from tr2m.data import DatasetConfig, build_dataset, list_datasets
+
+    name = opts["dataset"]
+    if name not in list_datasets():
+        raise InputError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
+    root = Path(opts["root"])
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} not found")
+    if opts["depth_root"] and not Path(opts["depth_root"]).is_dir():
+        raise InputError(f"depth folder {opts['depth_root']} not found")
+    fields = {k: opts[k] for k in ("split", "depth_root", "captions_root", "default_caption", "depth_scale")}
+    config = DatasetConfig(name=name, root=str(root), train=False, **{k: v for k, v in fields.items() if v is not None})
+    return build_dataset(config)
+
+
+def _predictor(opts: Dict[str, Any]):
+    from .evaluate import BundlePredictor, TorchPredictor
+
+    if opts["bundle"]:
+        if opts["checkpoint"] or opts["random_init"]:
+            raise InputError("--bundle evaluates an exported bundle: drop --checkpoint/--random-init")
+        if not Path(opts["bundle"]).is_dir():
+            raise InputError(f"bundle folder {opts['bundle']} not found")
+        return BundlePredictor(opts["bundle"], backend=opts["backend"], precision=opts["precision"])
+    if opts["backend"] or opts["precision"]:
+        raise InputError("--backend and --precision apply to --bundle evaluation only")
+    import torch
+
+    import tr2m
+    from tr2m.training.distributed import resolve_device
+
+    checkpoint = opts["checkpoint"]
+    if checkpoint is None and not opts["random_init"]:
+        raise InputError("no head weights: pass --checkpoint (or --random-init for a smoke test)")
+    preset = opts["preset"] or (None if checkpoint and str(checkpoint).endswith(".safetensors") else "paper")
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    torch.manual_seed(opts["seed"])
+    model = tr2m.create_model(
+        preset, pretrained=not opts["random_init"], checkpoint=checkpoint, input_size=parse_size(opts["input_size"]),
+        relative_source=opts["relative_source"], image_source=opts["image_source"], text_source=opts["text_source"],
+        device=resolve_device(opts["device"]),
+    )
+    description = {"checkpoint": checkpoint, "random_init": opts["random_init"]}
+    return TorchPredictor(model, description=description)
+
+
+def check_checkpoint(path: str) -> None:
+    """Read the checkpoint once up front so any failure names the file (torch.load on a file that
+    is no checkpoint at all can raise a bare KeyError from its unpickler)."""
+    import tr2m
+
+    try:
+        tr2m.read_checkpoint(path)
+    except tr2m.CheckpointError:
+        raise
+    except Exception as e:
+        raise InputError(f"cannot read checkpoint {path}: not a PyTorch or safetensors checkpoint "
+                         f"({type(e).__name__}: {one_line(e)})") from e
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset", required=True, help="Dataset reader: nyu, kitti, void, c3vd or folder.")
+@click.option("--root", required=True, type=click.Path(), help="Image root of the dataset.")
+@click.option("--split", type=click.Path(), default=None,
+              help="BTS-style eval list 'image depth [focal]' (nyu/kitti/void); folder: optional list of stems.")
+@click.option("--depth-root", type=click.Path(), default=None, help="Ground-truth root (default: --root).")
+@click.option("--captions-root", type=click.Path(), default=None, help="Folder of caption .txt files (line 0 is used).")
+@click.option("--default-caption", default=None, help="Caption for images without a caption file.")
+@click.option("--depth-scale", type=float, default=None, help="Raw depth / scale = metres (folder datasets).")
+@click.option("--protocol", default=None, help="Metric protocol (caps and crop); default: the dataset's "
+              "(nyu, kitti, void, c3vd); required for folder.")
+@click.option("--preset", default=None, help="Model preset. Default: the config in a .safetensors checkpoint, "
+              "else 'paper' (use 'kitti' for KITTI's 350x1204 input).")
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Head weights: the authors' .pth, a training dict, or a tr2m .safetensors.")
+@click.option("--random-init", is_flag=True, help="Random encoders (seeded by --seed), and a random head unless --checkpoint: for pipeline "
+              "smoke tests, the numbers are meaningless.")
+@click.option("--relative-source", default=None, help="Depth Anything hub id or local folder.")
+@click.option("--image-source", default=None, help="DINOv2 hub id or local folder.")
+@click.option("--text-source", default=None, help="CLIP text hub id or local folder.")
+@click.option("--input-size", default=None, help="Model input HxW, multiples of 14 (default: the preset's).")
+@click.option("--bundle", type=click.Path(), default=None, help="Evaluate an exported bundle folder (runtime.Engine).")
+@click.option("--backend", default=None, help="Bundle backend (the runtime's names, e.g. auto, ort-cpu, ort-cuda, "
+              "tensorrt; default: auto).")
+@click.option("--precision", default=None, help="Bundle image graph precision: fp32, fp16 or int8 (default: fp32).")
+@click.option("--device", default="auto", show_default=True, help="PyTorch device: auto, cpu, cuda, cuda:1 ...")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init weights.")
+@click.option("--limit", type=int, default=None, help="Score only the first N samples.")
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers for reading.")
+@click.option("--output", type=click.Path(), default=None, help="Write the JSON report here.")
+@click.option("--per-image/--no-per-image", default=True, show_default=True, help="Per-image metrics in the JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def main(**opts: Any) -> None:
+    """Evaluate TR2M on a depth dataset with the BTS / ZoeDepth protocol (no median scaling).
+
+    Metrics: d1, d2, d3, abs_rel, sq_rel, rmse, rmse_log, log10, silog; per image over valid
+    pixels (caps and crop of the protocol), then the mean over images. The PyTorch model is
+    built from --preset/--checkpoint (encoders from their hub ids or the *-source folders);
+    --bundle evaluates an exported bundle through the torch-free runtime instead.
+    """
+    try:
+        report = _run(opts)
+    except InputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    from .evaluate import format_table
+
+    click.echo(f"{report.dataset} ({report.protocol['name']} protocol): {report.count} images"
+               + (f", {report.skipped} without valid pixels" if report.skipped else ""))
+    click.echo(format_table(report.metrics))
+    if opts["output"]:
+        click.echo(f"wrote {opts['output']}")
+
+
+def _run(opts: Dict[str, Any]):
+    from .evaluate import default_protocol, evaluate, write_json
+    from .metrics import get_protocol
+
+    with _input_errors():
+        dataset = _dataset(opts)
+        protocol = opts["protocol"] or default_protocol(opts["dataset"])
+        get_protocol(protocol)
+        predictor = _predictor(opts)
+        report = evaluate(predictor, dataset, protocol, limit=opts["limit"], num_workers=opts["num_workers"],
+                          progress=not opts["quiet"], per_image=opts["per_image"], dataset_name=opts["dataset"])
+    if opts["output"]:
+        with _input_errors():
+            write_json(opts["output"], report.to_dict())
+    return report
+
+
+if __name__ == "__main__":
+    main()
