@@ -29,6 +29,7 @@ def main():
     tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --out bundles/paper
     tr2m-export trt --bundle bundles/paper --fp16
     """
+    # `trt` is added by calib.cli (it can calibrate INT8, and calib sits above export).
 
 
 @main.command("onnx")
@@ -63,16 +64,6 @@ def onnx_command(ckpt, preset, size, out, relative_source, image_source, text_so
     click.echo(stats_table(report.parity))
     click.echo(f"bundle written to {report.bundle} ({sum(report.files.values()) / 1e6:.1f} MB)")
 
-
-def _register_trt() -> None:
-    try:
-        from .trt_cli import trt
-    except ImportError:
-        return
-    main.add_command(trt)
-
-
-_register_trt()
 
 if __name__ == "__main__":
     sys.exit(main())

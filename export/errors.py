@@ -16,8 +16,9 @@ def known_errors() -> tuple:
     from tr2m.checkpoint import CheckpointError
 
     from .bundle import ExportError
+    from .trt.errors import TrtError
 
-    return (ExportError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
+    return (ExportError, TrtError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
             PermissionError, ValueError, OSError)
 
 

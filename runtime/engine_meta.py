@@ -245,6 +245,35 @@ def load_engine_bytes(sidecar_path: Union[str, Path], *, gpu_cc, trt_version: st
     return meta, data
 
 
+def select_engine(bundle, graph: str, *, trt_module, gpu_cc=None, device: int = 0) -> Path:
+    """The engine file of ``graph`` that this GPU and TensorRT can run, checked before deserializing.
+
+    bundle: an opened runtime.bundle.Bundle. trt_module: the imported tensorrt / tensorrt_rtx.
+    gpu_cc: override of the GPU's compute capability (default: asked from the CUDA driver).
+    Among the engines recorded for the graph (manifest["engines"]), the first whose sidecar fits
+    and whose sha256 matches is returned; otherwise EngineError says why and how to rebuild.
+    """
+    entries = [e for e in bundle.manifest.get("engines", {}).values() if e.get("graph") == graph]
+    if not entries:
+        raise EngineError(f"the bundle has no TensorRT engine for the {graph} graph: build one with "
+                          f"`tr2m-export trt --bundle {bundle.directory}`")
+    version = str(trt_module.__version__)
+    flavour = flavour_for_module(trt_module.__name__.split(".")[0], version)
+    gpu = gpu_cc if gpu_cc is not None else current_gpu_cc(device)
+    reasons = []
+    for entry in sorted(entries, key=lambda e: -int(e.get("batch", [0, 0, 0])[-1])):  # widest batch first
+        sidecar = bundle.resolve(entry["sidecar"])
+        try:
+            load_engine_bytes(sidecar, gpu_cc=gpu, trt_version=version, flavour=flavour)
+        except EngineError as e:
+            reasons.append(str(e))
+            continue
+        return sidecar.parent / Path(read_sidecar(sidecar).engine).name
+    here = f"{gpu or 'no GPU'}, {flavour_label(flavour, version)}"
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    raise EngineError(f"none of the {len(entries)} {graph} engines fits this machine ({here}): {reasons[0]}{more}")
+
+
 # ------------------------------------------------------------------ the current GPU, via the driver
 _CU_ATTR_CC_MAJOR, _CU_ATTR_CC_MINOR = 75, 76  # CUdevice_attribute (cuda.h)
 

@@ -1,10 +1,10 @@
 """The `tr2m-run` loop: frames -> metric depth -> outputs, with decoding and writing overlapped.
 
     source --prefetch thread (bounded)--> batches --predictor (caller's thread)--> depth
-           --writer thread (bounded)--> sinks (video, PNG, NPZ, PLY, CSV)
+           --one writer thread per output (bounded)--> sinks (video, PNG, NPZ, PLY, CSV)
 
 Memory stays bounded on any video length: at most ``2 * batch + 2`` decoded frames wait for the
-model and as many results wait for the writer. Preprocessing runs inside `Engine.predict_batch`
+model and as many results wait for each writer. Preprocessing runs inside `Engine.predict_batch`
 (about 1 ms a frame at the tiny and paper input sizes, so it is not worth another thread).
 
 Ctrl-C (KeyboardInterrupt in the calling thread) stops the loop: the frames already predicted
@@ -169,34 +169,27 @@ class Outputs:
             except OSError:
                 pass  # not empty or already gone: leave it
 
-    def open(self, first_depth: np.ndarray) -> SinkGroup:
-        """The sinks, built when the first depth map exists (it may set the colour range)."""
-        sinks: List[Sink] = []
-        paths = self.paths()
+    def open(self, first_depth: np.ndarray) -> Dict[str, Sink]:
+        """The sinks by output name, built when the first depth map exists (it may set the
+        colour range of the video)."""
+        paths, sinks = self.paths(), {}
+        builders = {
+            "video": lambda: LabelledVideoSink(paths["video"], min_m=lo, max_m=hi, fps=self.fps,
+                                               side_by_side=self.side_by_side, label=self.label),
+            "png16": lambda: make_sink("png16", paths["png16"]),
+            "npz": lambda: make_sink("npz", paths["npz"], compressed=False),  # float32 barely compresses
+            "ply": lambda: make_sink("ply", paths["ply"], intrinsics=self.intrinsics, hfov_deg=self.fov_deg,
+                                     stride=self.ply_stride),
+            "csv": lambda: make_sink("csv", paths["csv"]),
+        }
+        lo, hi = self.range_m or auto_range(first_depth)
         try:
-            if self.video:
-                lo, hi = self.range_m or auto_range(first_depth)
-                sinks.append(LabelledVideoSink(paths["video"], min_m=lo, max_m=hi, fps=self.fps,
-                                               side_by_side=self.side_by_side, label=self.label))
-            if self.png16:
-                sinks.append(make_sink("png16", paths["png16"]))
-            if self.npz:
-                sinks.append(make_sink("npz", paths["npz"], compressed=False))
-            if self.ply:
-                sinks.append(make_sink("ply", paths["ply"], intrinsics=self.intrinsics,
-                                       hfov_deg=self.fov_deg, stride=self.ply_stride))
-            if self.csv:
-                sinks.append(make_sink("csv", paths["csv"]))
+            for name in self.selected():
+                sinks[name] = builders[name]()
         except BaseException:
-            SinkGroup(sinks).abort()
+            SinkGroup(list(sinks.values())).abort()
             raise
-        return SinkGroup(sinks)
-
-    def video_range(self, sinks: SinkGroup) -> Optional[Tuple[float, float]]:
-        for sink in sinks.sinks:
-            if isinstance(sink, VideoSink):
-                return sink.colorizer.min_m, sink.colorizer.max_m
-        return None
+        return sinks
 
 
 # ------------------------------------------------------------------------------ writer
@@ -206,7 +199,7 @@ _STOP = object()
 class SinkWriter:
     """Feeds a sink from a background thread, at most ``maxsize`` frames behind the caller.
 
-    An error in the thread is re-raised by the next `put` (or by `close`); after an error the
+    An error in the thread is re-raised by every later `put` and by `close`; after an error the
     thread keeps draining the queue, so `put` never blocks forever.
     """
 
@@ -220,14 +213,12 @@ class SinkWriter:
         self._thread.start()
 
     def put(self, frame: Frame, depth_m: np.ndarray, extras: dict) -> None:
-        self._raise_pending()
+        if self._error is not None:
+            raise self._error
         self._queue.put((frame, depth_m, extras))
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
+        while (item := self._queue.get()) is not _STOP:
             if self._error is not None:
                 continue  # drain: the caller learns about the error on its next put
             started = time.perf_counter()
@@ -244,25 +235,58 @@ class SinkWriter:
             self._queue.put(_STOP)
             self._thread.join()
 
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
     def close(self) -> None:
-        """Write what is queued, then finalize the sink; raises the first error."""
+        """Write what is queued, then finalize the sink; raises the first error (after abort)."""
         self._stop_thread()
-        try:
-            self._raise_pending()
-        except BaseException:
+        if self._error is not None:
             self.sink.abort()
-            raise
+            raise self._error
         self.sink.close()
 
     def abort(self) -> None:
         """Write what is queued (the frames already done), then finalize without raising."""
         self._stop_thread()
         self.sink.abort()
+
+
+class Writers:
+    """One `SinkWriter` thread per output, so the video encoder, the PNG encoder and the others
+    work in parallel; each frame goes to all of them."""
+
+    def __init__(self, sinks: Dict[str, Sink], maxsize: int = 4) -> None:
+        self.sinks = sinks
+        self.writers = {name: SinkWriter(sink, maxsize) for name, sink in sinks.items()}
+
+    @property
+    def written(self) -> int:
+        """Frames that every output has written."""
+        return min((w.written for w in self.writers.values()), default=0)
+
+    def ms_per_frame(self) -> Dict[str, float]:
+        return {f"write_{name}": w.write_ms / max(w.written, 1) for name, w in self.writers.items()}
+
+    def put(self, frame: Frame, depth_m: np.ndarray, extras: dict) -> None:
+        for writer in self.writers.values():
+            writer.put(frame, depth_m, extras)
+
+    def close(self) -> None:
+        """Finalize every output; raises the first error after finalizing all."""
+        errors = []
+        for writer in self.writers.values():
+            try:
+                writer.close()
+            except BaseException as e:  # noqa: BLE001 - raised below, after the others closed
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+    def video_range(self) -> Optional[Tuple[float, float]]:
+        video = self.sinks.get("video")
+        return (video.colorizer.min_m, video.colorizer.max_m) if isinstance(video, VideoSink) else None
 
 
 # ------------------------------------------------------------------------------ predictors
@@ -341,7 +365,7 @@ def run(predictor: Callable[[Sequence[Frame], Sequence[str]], List[Result]], fra
             results = predictor(chunk, captions)
             timings = _per_frame(totals, predictor.times.totals, len(chunk))
             if writer is None:
-                writer = SinkWriter(outputs.open(results[0][0]), maxsize=2 * batch + 2)
+                writer = Writers(outputs.open(results[0][0]), maxsize=2 * batch + 2)
             for frame, (depth, extras) in zip(chunk, results):
                 writer.put(frame, depth, dict(extras, timings_ms=timings))
             on_frames(len(chunk))
@@ -356,7 +380,7 @@ def run(predictor: Callable[[Sequence[Frame], Sequence[str]], List[Result]], fra
     report.stage_ms = _stage_means(before, predictor.times, waits, writer, report.frames)
     if writer is not None:
         report.outputs = outputs.paths()
-        report.range_m = outputs.video_range(writer.sink)
+        report.range_m = writer.video_range()
     return report
 
 
@@ -377,18 +401,18 @@ def _per_frame(before: Dict[str, float], after: Dict[str, float], count: int) ->
     return {k: (v - before.get(k, 0.0)) / count for k, v in after.items() if v != before.get(k, 0.0)}
 
 
-def _stage_means(before: Dict[str, float], times: StageTimes, waits: StageTimes, writer: Optional[SinkWriter],
+def _stage_means(before: Dict[str, float], times: StageTimes, waits: StageTimes, writer: Optional[Writers],
                  frames: int) -> Dict[str, float]:
     if not frames:
         return {}
     means = {k: v / frames for k, v in waits.totals.items()}
     means.update({k: (v - before.get(k, 0.0)) / frames for k, v in times.totals.items()})
     if writer is not None:
-        means["write"] = writer.write_ms / max(writer.written, 1)
+        means.update(writer.ms_per_frame())
     return means
 
 
-def _finish(prefetcher, writer: Optional[SinkWriter], outputs: Outputs, *, failed: bool) -> None:
+def _finish(prefetcher, writer: Optional[Writers], outputs: Outputs, *, failed: bool) -> None:
     """Stop decoding, write what is done and finalize the sinks; a second Ctrl-C waits."""
     with _sigint_deferred():
         prefetcher.close()
@@ -418,4 +442,4 @@ def _sigint_deferred():
 
 
 __all__ = ["EnginePredictor", "INDOOR_RANGE", "KeyframeAdapter", "Outputs", "PRESET_RANGES", "RunReport",
-           "SinkWriter", "auto_range", "default_range", "run"]
+           "SinkWriter", "Writers", "auto_range", "default_range", "run"]

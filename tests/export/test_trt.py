@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from export.trt import (
 from export.trt.build import _typing
 from export.trt.flavours import FLAVOURS
 from runtime.bundle import Bundle
-from runtime.engine_meta import current_gpu_cc, load_engine_bytes, normalize_cc
+from runtime.engine_meta import current_gpu_cc, load_engine_bytes, normalize_cc, select_engine
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX builds engines without a GPU; install tr2m[rtx]")
 
@@ -105,6 +106,15 @@ def test_bundle_engines_are_recorded_in_the_manifest(bundle_dir):
         entry = bundle.manifest["engines"][result.key]
         assert entry["file"] == f"engines/{result.engine_path.name}" and entry["target"] == "sm89"
         assert entry["sidecar"] in bundle.manifest["files"]
+    # The runtime's pick: the engine that fits this GPU and TensorRT, or a refusal saying why.
+    assert select_engine(bundle, "image_fp16", trt_module=rtx, gpu_cc="sm89") == results[0].engine_path
+    with pytest.raises(EngineError, match=r"none of the 1 image_fp16 engines fits this machine \(sm120, .*this GPU is sm120"):
+        select_engine(bundle, "image_fp16", trt_module=rtx, gpu_cc="sm120")
+    fake_trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0")
+    with pytest.raises(EngineError, match="this runtime uses TensorRT 10.3.0"):
+        select_engine(bundle, "image_fp16", trt_module=fake_trt, gpu_cc="sm89")
+    with pytest.raises(EngineError, match="no TensorRT engine for the relative graph"):
+        select_engine(bundle, "relative", trt_module=rtx, gpu_cc="sm89")
 
 
 def test_strongly_typed_flavours_refuse_fp16_from_an_fp32_graph(bundle_dir):
@@ -129,7 +139,7 @@ def test_missing_tensorrt_names_the_pip_extra(monkeypatch, bundle_dir):
         resolve_flavour("auto")
     with pytest.raises(TensorRTNotInstalled, match=r"pip install 'tr2m\[rtx\]'"):
         resolve_flavour("rtx")
-    from export.cli import main
+    from calib.cli import main
 
     result = CliRunner().invoke(main, ["trt", "--bundle", str(bundle_dir), "--flavour", "rtx", "--target", TARGET])
     assert result.exit_code == 2

@@ -57,7 +57,8 @@ def test_batches_write_every_frame_with_per_frame_timings(engine, frames, tmp_pa
     assert count_video_frames(tmp_path / "out" / "depth.mp4")[0] == 7
     rows = (tmp_path / "out" / "depth.csv").read_text().splitlines()
     assert len(rows) == 8 and "image_ms" in rows[0] and "preprocess_ms" in rows[0]
-    assert {"decode_wait", "preprocess", "image", "postprocess", "write"} <= set(report.stage_ms)
+    assert {"decode_wait", "preprocess", "image", "postprocess", "write_video", "write_png16", "write_csv"} <= set(
+        report.stage_ms)
     assert report.range_m == (0.5, 10.0)
 
 
@@ -105,7 +106,7 @@ class FailingSink(Sink):
 
 def test_a_writer_error_stops_the_run_and_finalizes_the_sinks(engine, frames, tmp_path, monkeypatch):
     sink = FailingSink(fail_at=2)
-    monkeypatch.setattr(Outputs, "open", lambda self, depth: sink)
+    monkeypatch.setattr(Outputs, "open", lambda self, depth: {"fail": sink})
     outputs = prepared(tmp_path / "out")
     with pytest.raises(OutputError, match="disk full"):
         run(EnginePredictor(engine), frames, SCENE, outputs)

@@ -104,7 +104,7 @@ def test_eval_bundle_mode_matches_pytorch(shared_data, nyu_split, tmp_path, tiny
     (["--dataset", "nyux", "--root", "."], "unknown dataset 'nyux'; valid: c3vd, folder, kitti, nyu, void"),
     (["--dataset", "nyu", "--root", "/no/such/nyu"], "dataset folder /no/such/nyu not found"),
     (["--dataset", "nyu", "--root", "NYU"], "needs a split file"),
-    (["--dataset", "nyu", "--root", "NYU", "--split", "SPLIT", "--checkpoint", "BAD"], "cannot read checkpoint"),
+    (["--dataset", "nyu", "--root", "NYU", "--split", "SPLIT", "--checkpoint", "BAD"], "bad.pth"),
     (["--dataset", "nyu", "--root", "NYU", "--split", "SPLIT", "--checkpoint", "/no/such.pth"], "checkpoint not found"),
     (["--dataset", "nyu", "--root", "NYU", "--split", "SPLIT"], "no caption for rgb/rgb_00000"),
     (["--dataset", "nyu", "--root", "NYU", "--split", "SPLIT", "--protocol", "moon"], "unknown evaluation protocol"),

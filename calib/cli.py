@@ -1,4 +1,5 @@
-"""`tr2m-export trt`: TensorRT engines for a bundle (registered on the group in export/cli.py).
+"""`tr2m-export`: the export group, completed with `trt`, which may calibrate INT8 (calib sits
+above export, so the full command line is assembled here; the console script points at `main`).
 
 \b
 tr2m-export trt --bundle bundles/paper --fp16                     # TensorRT on this GPU
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import click
 
-from .errors import run_cli
-from .trt.flavours import CHOICES
+from export.cli import main
+from export.errors import run_cli
+from export.trt.flavours import CHOICES
 
 
 @click.command("trt")
@@ -52,15 +54,15 @@ def trt(bundle_dir, fp16, int8, calib_sources, calib_captions, calib_size, calib
     if calib_sources and not int8:
         raise click.UsageError("--calib makes the INT8 graph: add --int8")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    run_cli(lambda: _as_known(lambda: _run(
+    run_cli(lambda: _run(
         bundle_dir, precision, calib_sources, calib_captions, calib_size, calib_every, calib_seed, eval_sources,
         tuple(g.strip() for g in graphs.split(",") if g.strip()), flavour, target, (min_batch, opt_batch, max_batch),
-        workspace, timing_cache)))
+        workspace, timing_cache))
 
 
 def _run(bundle_dir, precision, calib_sources, calib_captions, calib_size, calib_every, calib_seed, eval_sources,
          graphs, flavour, target, batch, workspace, timing_cache):
-    from .trt import BatchRange, build_bundle_engines
+    from export.trt import BatchRange, build_bundle_engines
 
     batch = BatchRange(*batch)
     if calib_sources:
@@ -74,9 +76,7 @@ def _run(bundle_dir, precision, calib_sources, calib_captions, calib_size, calib
 
 
 def _calibrate(bundle_dir, sources, captions, size, every, seed, eval_sources):
-    # The one place export reaches into calib (which sits above it): lazily, only for --calib, so
-    # that `tr2m-export trt` is a single command; everything else in export stays calib-free.
-    from calib import CalibrationConfig, calibrate_bundle
+    from . import CalibrationConfig, calibrate_bundle
 
     config = CalibrationConfig(size=size, every=every, seed=seed)
     report = calibrate_bundle(bundle_dir, sources, captions=captions or None, sampling=config,
@@ -85,12 +85,4 @@ def _calibrate(bundle_dir, sources, captions, size, every, seed, eval_sources):
         click.echo(report.accuracy.summary(), err=True)
 
 
-def _as_known(action):
-    """Builder errors -> the CLI's known error type (one line, exit 2)."""
-    from .bundle import ExportError
-    from .trt.errors import TrtError
-
-    try:
-        return action()
-    except TrtError as e:
-        raise ExportError(str(e)) from e
+main.add_command(trt)
