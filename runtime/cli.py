@@ -14,7 +14,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import click
 from tqdm import tqdm
@@ -62,23 +62,28 @@ def _parse_intrinsics(ctx, param, value: Optional[str]) -> Optional[Intrinsics]:
         fx, fy, cx, cy = (float(v) for v in value.split(","))
         return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy)
     except ValueError:
-        raise click.BadParameter(f"expected fx,fy,cx,cy in pixels such as 525,525,319.5,239.5; got {value!r}") from None
+        raise click.BadParameter(f"expected fx,fy,cx,cy in pixels such as 525,525,319.5,239.5; got {value!r}"
+                                 ) from None
     except OutputError as e:
         raise click.BadParameter(str(e)) from None
 
 
 def _check_combinations(o: dict) -> None:
     """Options that only make sense together (click checks each option on its own)."""
+    camera = o["fov"] is not None or o["intrinsics"] is not None
+    keyframes = o["keyframe_every"] is not None
     rules = [
-        ((o["fov"] is not None or o["intrinsics"] is not None) and not o["ply"], "--fov/--intrinsics apply to --ply: add --ply"),
+        (camera and not o["ply"], "--fov/--intrinsics apply to --ply: add --ply"),
         (o["fov"] is not None and o["intrinsics"] is not None, "give --fov or --intrinsics, not both"),
-        (o["ply"] and o["fov"] is None and o["intrinsics"] is None, "--ply needs the camera: --fov DEG or --intrinsics fx,fy,cx,cy"),
+        (o["ply"] and not camera, "--ply needs the camera: --fov DEG or --intrinsics fx,fy,cx,cy"),
         (o["maps"] and not o["npz"], "--maps stores the scale/shift/relative maps in the NPZ files: add --npz"),
         (o["side_by_side"] and not o["video"], "--side-by-side is a video layout: drop --no-video"),
-        (o["smooth"] is not None and o["keyframe_every"] is None, "--smooth applies to keyframe mode: add --keyframe-every K"),
-        (o["keyframe_every"] is not None and o["batch"] > 1, "keyframe mode runs one frame at a time: drop --batch"),
-        (o["keyframe_every"] is not None and o["precision"] != "fp32", "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
-        (o["caption"] is not None and not o["caption"].strip(), "--caption is empty: describe the scene, e.g. 'an office'"),
+        (o["smooth"] is not None and not keyframes, "--smooth applies to keyframe mode: add --keyframe-every K"),
+        (keyframes and o["batch"] > 1, "keyframe mode runs one frame at a time: drop --batch"),
+        (keyframes and o["precision"] != "fp32",
+         "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
+        (o["caption"] is not None and not o["caption"].strip(),
+         "--caption is empty: describe the scene, e.g. 'an office'"),
     ]
     for failed, message in rules:
         if failed:
@@ -86,38 +91,61 @@ def _check_combinations(o: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ the command
+PATH = click.Path(path_type=Path)
+FOLDER = click.Path(path_type=Path, file_okay=False)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", required=False)
-@click.option("--demo", is_flag=True, help="Offline demo: a generated corridor video and, without --bundle, a tiny UNTRAINED bundle built once (needs PyTorch). Also the default when no SOURCE is given.")
-@click.option("--caption", help="Scene description for every frame, e.g. 'an office' (the default caption of --captions).")
-@click.option("--captions", "captions_file", type=click.Path(path_type=Path, dir_okay=False), help="Caption schedule: JSON ranges (seconds or frames) or SRT subtitles.")
-@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), envvar="TR2M_BUNDLE", help="Bundle folder from `tr2m-export onnx` [env TR2M_BUNDLE].")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=True), help="Output folder [default: ./tr2m-out/<source name>].")
+@click.option("--demo", is_flag=True,
+              help="Offline demo: a generated corridor video and, without --bundle, a tiny UNTRAINED bundle "
+                   "built once (needs PyTorch). Also what runs when no SOURCE is given.")
+@click.option("--caption", help="Scene description for every frame, e.g. 'an office' "
+                                "(with --captions: the caption of frames no range covers).")
+@click.option("--captions", "captions_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Caption schedule: JSON ranges (seconds or frames) or SRT subtitles.")
+@click.option("--bundle", type=FOLDER, envvar="TR2M_BUNDLE",
+              help="Bundle folder from `tr2m-export onnx` [env TR2M_BUNDLE].")
+@click.option("--out", type=PATH, help="Output folder [default: ./tr2m-out/<source name>].")
 @click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(list(PRECISION_GRAPHS)), default="fp32", show_default=True)
-@click.option("--video/--no-video", default=True, show_default=True, help="Colourized depth as H.264 mp4 (depth.mp4) with a legend in metres.")
-@click.option("--side-by-side", is_flag=True, help="Video shows the input frame left of the depth.")
+@click.option("--video/--no-video", default=True, show_default=True,
+              help="Colourized depth as H.264 (depth.mp4), with a legend in metres.")
+@click.option("--side-by-side", is_flag=True, help="The video shows the input frame left of the depth.")
 @click.option("--png16", is_flag=True, help="16-bit PNG per frame, depth in millimetres (0 = invalid), in png16/.")
-@click.option("--npz", is_flag=True, help="NPZ per frame with float32 depth in metres, in npz/.")
+@click.option("--npz", is_flag=True, help="NPZ per frame, float32 depth in metres, in npz/.")
 @click.option("--maps", is_flag=True, help="With --npz: also store the scale, shift and relative maps.")
-@click.option("--ply", is_flag=True, help="Coloured point cloud per frame (metres), in ply/; needs --fov or --intrinsics.")
-@click.option("--fov", type=click.FloatRange(0, 180, min_open=True, max_open=True), help="Horizontal field of view in degrees, for --ply.")
-@click.option("--intrinsics", callback=_parse_intrinsics, metavar="FX,FY,CX,CY", help="Pinhole intrinsics in pixels at the frame size, for --ply.")
-@click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every n-th row and column in the point clouds.")
-@click.option("--csv", is_flag=True, help="Per-frame statistics and stage timings, depth.csv.")
-@click.option("--range", "depth_range", callback=_parse_range, metavar="MIN:MAX|auto", help="FIXED colour range in metres [default: the bundle's; by preset 0.5:10 indoor, 1:80 kitti; auto (from the first frame) for the untrained tiny preset].")
+@click.option("--ply", is_flag=True, help="Coloured point cloud per frame in metres, in ply/ (needs --fov or --intrinsics).")
+@click.option("--fov", type=click.FloatRange(0, 180, min_open=True, max_open=True),
+              help="Horizontal field of view in degrees, for --ply.")
+@click.option("--intrinsics", callback=_parse_intrinsics, metavar="FX,FY,CX,CY",
+              help="Pinhole intrinsics in pixels at the frame size, for --ply.")
+@click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Keep every n-th row and column in the point clouds.")
+@click.option("--csv", is_flag=True, help="Per-frame depth statistics and stage timings, depth.csv.")
+@click.option("--range", "depth_range", callback=_parse_range, metavar="MIN:MAX|auto",
+              help="FIXED colour range of the video in metres [default: the bundle's display_range_m, else by "
+                   "preset: 0.5:10 indoor presets, 1:80 kitti, auto for the untrained tiny preset]. "
+                   "auto: fixed from the first frame.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per model call.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help="Caption-embedding cache folder [default: the user cache dir].")
-@click.option("--keyframe-every", type=click.IntRange(min=1), help="Keyframe mode: relative depth every frame, the scale/shift maps every K frames (and on caption changes).")
-@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), help="Keyframe mode: EMA weight of the previous scale/shift maps (0 = off).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or info lines (warnings, errors and the summary stay).")
+@click.option("--cache-dir", type=FOLDER, help="Caption-embedding cache folder [default: in the user cache dir].")
+@click.option("--keyframe-every", type=click.IntRange(min=1), metavar="K",
+              help="Keyframe mode: relative depth every frame, the scale/shift maps every K frames "
+                   "(and when the caption changes).")
+@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), metavar="S",
+              help="Keyframe mode: weight of the previous scale/shift maps in their moving average (0 = off).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar or info lines (warnings, errors, the UNTRAINED banner and the summary stay).")
 def command(**options) -> int:
     """Metric depth for SOURCE: a video file, an image, a folder of images or a camera index (0).
 
     TR2M turns Depth Anything's relative depth into metres, guided by a caption that describes the
     scene. Outputs go to --out: depth.mp4 (fixed colour range, legend in metres) and optionally
     PNG16 / NPZ / PLY / CSV, plus run.json with the summary.
+
+    Exit codes: 0 done, 2 bad input or options, 130 interrupted (Ctrl-C: the frames done are
+    written and the video plays).
     """
     _check_combinations(options)
     try:
@@ -149,7 +177,7 @@ def _run(o: dict) -> int:
         with tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=o["quiet"], dynamic_ncols=True) as bar:
             report = pipeline.run(predictor, frames, schedule, outputs, batch=o["batch"], max_frames=o["max_frames"],
                                   on_frames=bar.update)
-    _summarize(report, engine, predictor, outputs, o, source)
+    _summarize(report, engine, outputs, o, source)
     if report.interrupted:
         click.echo(f"interrupted: {report.frames} frames written; outputs finalized", err=True)
         return 130
@@ -161,7 +189,7 @@ def _inputs(o: dict, log) -> Tuple[str, Path, CaptionSchedule]:
     demo = o["demo"] or o["source"] is None
     if demo and o["source"] is not None:
         raise click.UsageError("--demo brings its own input: drop SOURCE (or drop --demo)")
-    schedule = _schedule(o, demo, log)
+    schedule = _schedule(o, demo)
     source = str(demo_mod.demo_video(log=log)) if demo else o["source"]
     bundle = o["bundle"]
     if bundle is None and demo:
@@ -172,7 +200,7 @@ def _inputs(o: dict, log) -> Tuple[str, Path, CaptionSchedule]:
     return source, bundle, schedule
 
 
-def _schedule(o: dict, demo: bool, log) -> CaptionSchedule:
+def _schedule(o: dict, demo: bool) -> CaptionSchedule:
     caption = o["caption"].strip() if o["caption"] else None
     if o["captions_file"] is not None:
         return CaptionSchedule.from_file(o["captions_file"], default=caption)
@@ -231,14 +259,14 @@ def _log_start(log, frames: FrameSource, engine: Engine, outputs: pipeline.Outpu
     mode = f", keyframe every {o['keyframe_every']}" if o["keyframe_every"] else ""
     log(f"bundle: {engine.bundle.directory} (preset {manifest.get('preset', '?')}, model input "
         f"{engine.input_size[1]}x{engine.input_size[0]}), backend {engine.backend_name}, {engine.precision}{mode}")
-    colours = "auto from the first frame" if outputs.range_m is None else f"{outputs.range_m[0]:g}-{outputs.range_m[1]:g} m"
+    span = outputs.range_m
+    colours = "auto from the first frame" if span is None else f"{span[0]:g}-{span[1]:g} m"
     log(f"outputs: {outputs.folder}/ ({', '.join(outputs.selected())}); colour range {colours}, fixed")
     if engine.untrained:
         click.echo(UNTRAINED_BANNER, err=True)  # even with --quiet
 
 
-def _summarize(report: pipeline.RunReport, engine: Engine, predictor, outputs: pipeline.Outputs, o: dict,
-               source: str) -> None:
+def _summarize(report: pipeline.RunReport, engine: Engine, outputs: pipeline.Outputs, o: dict, source: str) -> None:
     cache = engine.cache
     lines = [f"tr2m-run: {report.frames} frames in {report.seconds:.1f} s = {report.fps:.1f} FPS end to end "
              f"({engine.backend_name}, {engine.precision}, batch {o['batch']})"
@@ -247,14 +275,13 @@ def _summarize(report: pipeline.RunReport, engine: Engine, predictor, outputs: p
         lines.append("  mean ms per frame: " + " | ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items()))
     lines.append(f"  caption cache: {cache.hits} hits, {cache.misses} misses "
                  f"(text graph ran for {cache.misses} caption{'s' if cache.misses != 1 else ''})")
-    keyframes = getattr(getattr(predictor, "keyframes", None), "keyframes", None)
-    if keyframes is not None:
-        lines.append(f"  keyframes: {keyframes} of {report.frames} frames")
+    if report.keyframes is not None:
+        lines.append(f"  keyframes: {report.keyframes} of {report.frames} frames")
     if report.range_m:
         lines.append(f"  video colour range: {report.range_m[0]:g}-{report.range_m[1]:g} m (fixed)")
     lines += [f"  wrote {path}" for path in report.outputs.values()]
     if report.frames:
-        summary_path = _write_summary(report, engine, predictor, outputs, o, source)
+        summary_path = _write_summary(report, engine, outputs, o, source)
         lines.append(f"  wrote {summary_path}")
     else:
         lines.append("  no frame was done: nothing written")
@@ -263,12 +290,12 @@ def _summarize(report: pipeline.RunReport, engine: Engine, predictor, outputs: p
         click.echo(UNTRAINED_BANNER, err=True)
 
 
-def _write_summary(report, engine: Engine, predictor, outputs: pipeline.Outputs, o: dict, source: str) -> Path:
-    keyframes = getattr(getattr(predictor, "keyframes", None), "keyframes", None)
+def _write_summary(report: pipeline.RunReport, engine: Engine, outputs: pipeline.Outputs, o: dict,
+                   source: str) -> Path:
     summary = {
         "source": source, "bundle": str(engine.bundle.directory), "untrained": engine.untrained,
         "backend": engine.backend_name, "precision": engine.precision, "batch": o["batch"],
-        "keyframe_every": o["keyframe_every"], "keyframes": keyframes,
+        "keyframe_every": o["keyframe_every"], "keyframes": report.keyframes,
         "frames": report.frames, "seconds": round(report.seconds, 4), "fps": round(report.fps, 3),
         "interrupted": report.interrupted, "stage_ms": {k: round(v, 3) for k, v in report.stage_ms.items()},
         "caption_cache": {"hits": engine.cache.hits, "misses": engine.cache.misses},

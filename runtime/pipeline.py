@@ -7,9 +7,10 @@ Memory stays bounded on any video length: at most ``2 * batch + 2`` decoded fram
 model and as many results wait for each writer. Preprocessing runs inside `Engine.predict_batch`
 (about 1 ms a frame at the tiny and paper input sizes, so it is not worth another thread).
 
-Ctrl-C (KeyboardInterrupt in the calling thread) stops the loop: the frames already predicted
-are still written, then every sink is finalized (`Sink.abort`: the mp4 plays) and the report
-says ``interrupted``. Any other error also finalizes what was written and is re-raised; if no
+Ctrl-C stops the loop after the batch in progress (a second Ctrl-C at once): the frames already
+predicted are still written, to every output, then every sink is finalized (`Sink.abort`: the mp4
+plays) and the report says ``interrupted``. A KeyboardInterrupt raised inside the loop (another
+thread's handler, a predictor) does the same. Any other error also finalizes what was written and is re-raised; if no
 frame was written, the output folders this run created are removed again.
 """
 from __future__ import annotations
@@ -296,6 +297,8 @@ Result = Tuple[np.ndarray, dict]  # depth float32 [H, W] metres, extras for the 
 class EnginePredictor:
     """Batches of frames through `Engine.predict_batch` (the fused image graph)."""
 
+    keyframe_count = None  # every frame is a full prediction
+
     def __init__(self, engine: Engine, *, maps: bool = False) -> None:
         self.engine, self.maps = engine, maps
         self.times = engine.times
@@ -311,6 +314,10 @@ class KeyframeAdapter:
     def __init__(self, keyframes, *, maps: bool = False) -> None:
         self.keyframes, self.maps = keyframes, maps
         self.times = keyframes.times
+
+    @property
+    def keyframe_count(self) -> int:
+        return self.keyframes.keyframes
 
     def __call__(self, frames: Sequence[Frame], captions: Sequence[str]) -> List[Result]:
         return [_result(self.keyframes.predict(f.rgb, c, return_maps=self.maps), self.maps)
@@ -336,6 +343,7 @@ class RunReport:
     stage_ms: Dict[str, float] = field(default_factory=dict)
     outputs: Dict[str, Path] = field(default_factory=dict)
     range_m: Optional[Tuple[float, float]] = None
+    keyframes: Optional[int] = None  # keyframe mode: frames whose scale/shift maps were computed
 
     @property
     def fps(self) -> float:
@@ -354,21 +362,21 @@ def run(predictor: Callable[[Sequence[Frame], Sequence[str]], List[Result]], fra
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     frames = itertools.islice(frames, max_frames) if max_frames is not None else frames
-    report, writer, waits = RunReport(), None, StageTimes()
+    report, writer, waits, queue_size = RunReport(), None, StageTimes(), 2 * batch + 2
     before = dict(predictor.times.totals)
     started = time.perf_counter()
-    prefetcher = prefetch(frames, maxsize=2 * batch + 2)
+    prefetcher = prefetch(frames, maxsize=queue_size)
     try:
-        for chunk in _batches(prefetcher, batch, waits):
-            captions = [schedule.caption_at(f.index, f.timestamp_s) for f in chunk]
-            totals = dict(predictor.times.totals)
-            results = predictor(chunk, captions)
-            timings = _per_frame(totals, predictor.times.totals, len(chunk))
-            if writer is None:
-                writer = Writers(outputs.open(results[0][0]), maxsize=2 * batch + 2)
-            for frame, (depth, extras) in zip(chunk, results):
-                writer.put(frame, depth, dict(extras, timings_ms=timings))
-            on_frames(len(chunk))
+        with _CtrlC() as ctrl_c:
+            for chunk in _batches(prefetcher, batch, waits):
+                results, timings = _predict(predictor, chunk, schedule)
+                writer = writer or Writers(outputs.open(results[0][0]), maxsize=queue_size)
+                for frame, (depth, extras) in zip(chunk, results):
+                    writer.put(frame, depth, dict(extras, timings_ms=timings))
+                on_frames(len(chunk))
+                if ctrl_c.pressed:
+                    break
+            report.interrupted = ctrl_c.pressed
     except KeyboardInterrupt:
         report.interrupted = True
     except BaseException:
@@ -377,11 +385,21 @@ def run(predictor: Callable[[Sequence[Frame], Sequence[str]], List[Result]], fra
     _finish(prefetcher, writer, outputs, failed=report.interrupted)
     report.seconds = time.perf_counter() - started
     report.frames = writer.written if writer else 0
+    report.keyframes = getattr(predictor, "keyframe_count", None)
     report.stage_ms = _stage_means(before, predictor.times, waits, writer, report.frames)
-    if writer is not None:
+    if report.frames:
         report.outputs = outputs.paths()
         report.range_m = writer.video_range()
     return report
+
+
+def _predict(predictor, chunk: List[Frame], schedule: CaptionSchedule) -> Tuple[List[Result], Dict[str, float]]:
+    """One batch through the predictor, with each frame's captions; also the stage timings per
+    frame (for the CSV)."""
+    captions = [schedule.caption_at(f.index, f.timestamp_s) for f in chunk]
+    totals = dict(predictor.times.totals)
+    results = predictor(chunk, captions)
+    return results, _per_frame(totals, predictor.times.totals, len(chunk))
 
 
 def _batches(frames: Iterable[Frame], size: int, times) -> Iterator[List[Frame]]:
@@ -426,6 +444,31 @@ def _finish(prefetcher, writer: Optional[Writers], outputs: Outputs, *, failed: 
         finally:
             if writer is None or writer.written == 0:
                 outputs.remove_created()
+
+
+class _CtrlC:
+    """While active (main thread, default SIGINT handler only): the first Ctrl-C just sets
+    ``pressed``, so the loop stops between batches with every output given the same frames; a
+    second Ctrl-C raises KeyboardInterrupt at once. Elsewhere Ctrl-C raises as usual."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self) -> "_CtrlC":
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 
 import numpy as np
@@ -69,6 +70,24 @@ def test_ctrl_c_writes_the_frames_done_and_finalizes_the_video(engine, frames, t
     assert count_video_frames(tmp_path / "out" / "depth.mp4")[0] == 5
     assert len(list((tmp_path / "out" / "npz").glob("*.npz"))) == 5
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
+
+
+def test_a_real_sigint_stops_after_the_batch_in_progress_with_all_outputs_equal(engine, frames, tmp_path):
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has a non-default handler in this test process")
+    inner, calls = EnginePredictor(engine), []
+
+    def pressing(chunk, captions):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while this batch is being predicted
+        return inner(chunk, captions)
+    pressing.times = engine.times
+    report = run(pressing, frames, SCENE, prepared(tmp_path / "out", npz=True), batch=3)
+    assert report.interrupted and report.frames == 6 and calls == [3, 3]
+    assert count_video_frames(tmp_path / "out" / "depth.mp4")[0] == 6
+    assert len(list((tmp_path / "out" / "npz").glob("*.npz"))) == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_ctrl_c_or_an_error_before_any_frame_leaves_no_folder(engine, frames, tmp_path):

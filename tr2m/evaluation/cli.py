@@ -60,11 +60,9 @@ def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
 
 
 def _dataset(opts: Dict[str, Any]):
-    from tr2m.data import DatasetConfig, build_dataset, list_datasets
+    from tr2m.data import DatasetConfig, build_dataset
 
     name = opts["dataset"]
-    if name not in list_datasets():
-        raise InputError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
     root = Path(opts["root"])
     if not root.is_dir():
         raise InputError(f"dataset folder {root} not found")
@@ -94,9 +92,9 @@ def _predictor(opts: Dict[str, Any]):
     checkpoint = opts["checkpoint"]
     if checkpoint is None and not opts["random_init"]:
         raise InputError("no head weights: pass --checkpoint (or --random-init for a smoke test)")
-    preset = opts["preset"] or (None if checkpoint and str(checkpoint).endswith(".safetensors") else "paper")
     if checkpoint is not None:
         check_checkpoint(checkpoint)
+    preset = opts["preset"] or _default_preset(checkpoint, opts["dataset"])
     torch.manual_seed(opts["seed"])
     model = tr2m.create_model(
         preset, pretrained=not opts["random_init"], checkpoint=checkpoint, input_size=parse_size(opts["input_size"]),
@@ -105,6 +103,16 @@ def _predictor(opts: Dict[str, Any]):
     )
     description = {"checkpoint": checkpoint, "random_init": opts["random_init"]}
     return TorchPredictor(model, description=description)
+
+
+def _default_preset(checkpoint: Optional[str], dataset: str) -> Optional[str]:
+    """None (the config stored in a tr2m .safetensors checkpoint), else the authors' input size
+    for the dataset: 'kitti' (350x1204) for KITTI, 'paper' (434x560) otherwise."""
+    from tr2m.checkpoint import read_config
+
+    if checkpoint is not None and read_config(checkpoint) is not None:
+        return None
+    return "kitti" if dataset == "kitti" else "paper"
 
 
 def check_checkpoint(path: str) -> None:
@@ -132,8 +140,8 @@ def check_checkpoint(path: str) -> None:
 @click.option("--depth-scale", type=float, default=None, help="Raw depth / scale = metres (folder datasets).")
 @click.option("--protocol", default=None, help="Metric protocol (caps and crop); default: the dataset's "
               "(nyu, kitti, void, c3vd); required for folder.")
-@click.option("--preset", default=None, help="Model preset. Default: the config in a .safetensors checkpoint, "
-              "else 'paper' (use 'kitti' for KITTI's 350x1204 input).")
+@click.option("--preset", default=None, help="Model preset. Default: the config stored in a tr2m .safetensors "
+              "checkpoint, else 'kitti' (350x1204 input) for KITTI and 'paper' (434x560) for the rest.")
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Head weights: the authors' .pth, a training dict, or a tr2m .safetensors.")
 @click.option("--random-init", is_flag=True, help="Random encoders (seeded by --seed), and a random head unless --checkpoint: for pipeline "
@@ -160,6 +168,14 @@ def main(**opts: Any) -> None:
     pixels (caps and crop of the protocol), then the mean over images. The PyTorch model is
     built from --preset/--checkpoint (encoders from their hub ids or the *-source folders);
     --bundle evaluates an exported bundle through the torch-free runtime instead.
+
+    \b
+    Examples:
+      tr2m-eval --dataset nyu --root DATA/nyu --split nyu_test.txt --captions-root CAPS/nyu \\
+                --checkpoint weights/da_s_vitl_vitl.pth --output nyu.json
+      tr2m-eval --dataset kitti --root DATA/kitti_raw --depth-root DATA/kitti_gt \\
+                --split kitti_test.txt --captions-root CAPS/kitti --checkpoint head.safetensors
+      tr2m-eval --dataset nyu --root DATA/nyu --split nyu_test.txt --bundle bundles/paper
     """
     try:
         report = _run(opts)
@@ -176,13 +192,16 @@ def main(**opts: Any) -> None:
 
 
 def _run(opts: Dict[str, Any]):
+    from tr2m.data import list_datasets
+
     from .evaluate import default_protocol, evaluate, write_json
     from .metrics import get_protocol
 
     with _input_errors():
+        if opts["dataset"] not in list_datasets():
+            raise InputError(f"unknown dataset {opts['dataset']!r}; valid: {', '.join(list_datasets())}")
+        protocol = get_protocol(opts["protocol"] or default_protocol(opts["dataset"]))
         dataset = _dataset(opts)
-        protocol = opts["protocol"] or default_protocol(opts["dataset"])
-        get_protocol(protocol)
         predictor = _predictor(opts)
         report = evaluate(predictor, dataset, protocol, limit=opts["limit"], num_workers=opts["num_workers"],
                           progress=not opts["quiet"], per_image=opts["per_image"], dataset_name=opts["dataset"])

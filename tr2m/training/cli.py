@@ -95,6 +95,14 @@ def main(**opts: Any) -> None:
     Writes OUT/last.safetensors and OUT/last_state.safetensors at each epoch end (and every
     --save-every steps), OUT/log.csv, and at the end OUT/final.safetensors plus OUT/final.pth
     (the authors' released format). Multi-GPU: launch with torchrun.
+
+    \b
+    Examples:
+      tr2m-train --preset paper --dataset nyu --root DATA/nyu --split nyu_train.txt \\
+                 --captions-root CAPS/nyu --out runs/nyu
+      torchrun --nproc_per_node=4 -m tr2m.training.cli --datasets-json data.json --out runs/all
+      tr2m-train ... --resume runs/nyu          # after Ctrl-C (exit 130) or a crash
+      tr2m-train --preset tiny --random-init --synthetic 64 --out /tmp/smoke --max-steps 20
     """
     try:
         result = _run(opts)

@@ -204,14 +204,14 @@ class Trainer:
         self.device = self.ctx.device
         self.model = model.to(self.device).train()
         self.head = model.head
-        self.forward = HeadForward(self.head)
+        self.online = HeadForward(self.head)
         if self.ctx.distributed:  # broadcasts rank 0's head to every rank
             # static_graph: the same parameters are used at every step, but not all of them
             # (crossattn.ln_visual only feeds the query of a one-token attention, whose softmax is 1).
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids, static_graph=True)
+            self.online = DistributedDataParallel(self.online, device_ids=ids, static_graph=True)
         self.ema = EMA(self.head, config.ema_momentum)
-        self.key_forward = HeadForward(self.ema.module)
+        self.key_branch = HeadForward(self.ema.module)
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
@@ -241,9 +241,9 @@ class Trainer:
         rel, tokens = self.features(batch)
         text = self.model.encode_text(list(batch["caption"])).float()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            outputs = self.forward(rel, tokens, text)
+            outputs = self.online(rel, tokens, text)
             with torch.no_grad():
-                keys = self.key_forward(rel, tokens, text)
+                keys = self.key_branch(rel, tokens, text)
         weight = self.contrast_factor()
         self.loss.config = dataclasses.replace(self.loss_config, w_contrast=self.loss_config.w_contrast * weight)
         total, parts = self.loss(outputs, batch, key_outputs={k: keys[k] for k in ("scale_mid", "shift_mid")})
@@ -312,7 +312,7 @@ class Trainer:
         log = self._open_log()
         interrupted = False
         with StopRequest(announce=self.ctx.is_main) as stop:
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs and not self._max_steps_reached():
                 stopped, interrupted = self._run_epoch(stop, log)
                 if self.step_in_epoch >= len(self.sampler.batches(self.epoch)):
                     self._end_epoch()  # also when max_steps landed on the epoch's last batch
@@ -347,11 +347,14 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 interrupted = any_rank(stop.requested, self.ctx)
-                if interrupted or (cfg.max_steps is not None and self.step >= cfg.max_steps):
+                if interrupted or self._max_steps_reached():
                     return True, interrupted
         finally:
             bar.close()
         return False, False
+
+    def _max_steps_reached(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
 
     def _end_epoch(self) -> None:
         self.scheduler.step()
