@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -80,9 +81,16 @@ def _move_into_place(staging: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{staging.name[-8:]}")
         out.rename(old)
+    staging.chmod(0o777 & ~_umask())  # mkdtemp made it private; a bundle is meant to be shared
     staging.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _export_into(directory: Path, options: ExportOptions, log) -> ExportReport:
