@@ -92,12 +92,14 @@ def time_variant(path: Path, feeds: Dict[str, np.ndarray], variant: str, runs: i
     else:
         call = lambda: session.run(names, feeds)  # noqa: E731
     call()  # warm-up
-    ms = []
+    ms, cpu_ms = [], []
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call()
         ms.append((time.perf_counter() - t) * 1e3)
-    return {"variant": variant, "load_s": load_s, "ms": ms, "median_ms": float(np.median(ms))}
+        cpu_ms.append((time.process_time() - c) * 1e3)
+    return {"variant": variant, "load_s": load_s, "ms": ms, "median_ms": float(np.median(ms)),
+            "median_cpu_ms": float(np.median(cpu_ms)), "loadavg": os.getloadavg()[0]}
 
 
 def op_profile(path: Path, feeds: Dict[str, np.ndarray], runs: int, top: int = 15) -> str:
@@ -173,11 +175,14 @@ def sweep(bundle, graph, runs, batch, variants, repeat_baseline):
             click.echo(f"  {variant} failed: {out.stderr.strip().splitlines()[-1:]}", err=True)
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        click.echo(f"  {variant}: {results[-1]['median_ms']:.1f} ms (load {results[-1]['load_s']:.1f} s)", err=True)
+        click.echo(f"  {variant}: {results[-1]['median_ms']:.1f} ms, cpu {results[-1]['median_cpu_ms']:.1f} ms "
+                   f"(session {results[-1]['load_s']:.1f} s, loadavg {results[-1]['loadavg']:.1f})", err=True)
     base = results[0]["median_ms"] if results else float("nan")
-    click.echo(f"{'variant':<18}{'median ms':>11}{'x first':>9}  runs (ms)")
+    base_cpu = results[0]["median_cpu_ms"] if results else float("nan")
+    click.echo(f"{'variant':<18}{'median ms':>11}{'x first':>9}{'cpu ms':>10}{'x first':>9}{'load':>6}  runs (ms)")
     for r in results:
-        click.echo(f"{r['variant']:<18}{r['median_ms']:>11.1f}{r['median_ms'] / base:>9.3f}  "
+        click.echo(f"{r['variant']:<18}{r['median_ms']:>11.1f}{r['median_ms'] / base:>9.3f}"
+                   f"{r['median_cpu_ms']:>10.1f}{r['median_cpu_ms'] / base_cpu:>9.3f}{r['loadavg']:>6.1f}  "
                    + " ".join(f"{m:.0f}" for m in r["ms"]))
 
 

@@ -78,6 +78,9 @@ def legend(height: int, colorizer: DepthColorizer) -> np.ndarray:
     text_w = max(cv2.getTextSize(_label(t), font, scale, thick)[0][0] for t in ticks)
     margin = max(6, height // 40)
     bar_w = max(12, height // 30)
+    if height < 4 * margin:  # too short for labels (a tiny image): the bare colour bar
+        bar = colorizer(np.linspace(colorizer.max_m, colorizer.min_m, height, dtype=np.float32)[:, None])
+        return np.ascontiguousarray(np.repeat(bar, bar_w, axis=1))
     out = np.full((height, margin * 3 + bar_w + text_w, 3), 255, np.uint8)
     top, bottom = margin, height - margin
     depths = np.linspace(colorizer.max_m, colorizer.min_m, bottom - top, dtype=np.float32)

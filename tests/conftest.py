@@ -4,10 +4,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import signal
+
 import numpy as np
 import pytest
 
 SHARED_DATA = Path(os.environ.get("TR2M_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_tests():
+    """Let Ctrl-C tests work when the suite itself was started with SIGINT ignored.
+
+    A shell starts background jobs (nohup, `&`, some CI runners) with SIGINT ignored, and
+    children inherit that, so a SIGINT sent to a CLI under test would do nothing. A Python
+    handler here makes SIGINT raise KeyboardInterrupt in this process, and exec resets it to
+    the default in subprocesses, which then install their own.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 def _require_shared() -> Path:

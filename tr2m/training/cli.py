@@ -72,6 +72,8 @@ def _dataset_configs(dataset: Optional[str], root: Optional[str], datasets_json:
 @click.option("--amp", type=click.Choice(["auto", "fp16", "bf16", "off"]), default="auto", show_default=True,
               help="Mixed precision on CUDA (CPU always runs float32).")
 @click.option("--loss-preset", default="default", show_default=True, help="default, authors or paper.")
+@click.option("--loss-set", "loss_set", multiple=True, metavar="NAME=VALUE",
+              help="Change one LossConfig field of the preset, e.g. --loss-set rho=0.85 (repeatable).")
 @click.option("--contrast-warmup", type=int, default=1000, show_default=True, help="Steps to ramp the contrast in.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--log-every", type=int, default=20, show_default=True)
@@ -164,6 +166,19 @@ def _input_errors(during_training: bool = False):
         raise InputError(one_line(e.args[0] if e.args else e)) from e
 
 
+def _loss_overrides(items) -> Dict[str, float]:
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name.strip()] = int(value) if value.strip().isdigit() else float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--loss-set takes NAME=NUMBER, got {item!r}")
+    return overrides
+
+
 def _config(opts: Dict[str, Any]):
     from .synthetic import SyntheticScenes
     from .trainer import TrainConfig
@@ -182,6 +197,7 @@ def _config(opts: Dict[str, Any]):
         preset=preset, out_dir=opts["out_dir"], datasets=dataset_configs, epochs=opts["epochs"],
         batch_size=opts["batch_size"], lr=opts["lr"], lr_decay=opts["lr_decay"], weight_decay=opts["weight_decay"],
         grad_clip=opts["grad_clip"], amp=opts["amp"], loss_preset=opts["loss_preset"],
+        loss_overrides=_loss_overrides(opts["loss_set"]),
         contrast_warmup_steps=opts["contrast_warmup"], seed=opts["seed"], log_every=opts["log_every"],
         save_every=opts["save_every"], num_workers=opts["num_workers"], max_steps=opts["max_steps"],
         cache_dir=opts["cache_dir"], device=opts["device"], progress=not opts["no_progress"],

@@ -50,7 +50,7 @@ from tr2m.transforms import prepare, resize
 from .distributed import DistContext, all_reduce_mean, any_rank, derive_seed, resolve_device, setup, teardown
 from .ema import EMA
 from .feature_cache import FeatureCache, encoder_fingerprint
-from .losses import LOSS_PRESETS, TR2MLoss, get_loss_preset
+from .losses import LOSS_PRESETS, LossConfig, TR2MLoss, get_loss_preset
 from .sampling import EpochSamples, MixedBatchSampler
 from .state import STATE_FILE, TrainingState, load_training_state, save_training_state
 
@@ -76,7 +76,8 @@ class TrainConfig:
     grad_clip: max global grad norm (<= 0 disables clipping; the norm is still logged).
     amp: "auto" = float16 autocast + GradScaler on CUDA (PyTorch AMP's default, as the authors ran),
         "bf16", "fp16" or "off"; ignored on CPU (always float32 there).
-    loss_preset: a key of `tr2m.training.losses.LOSS_PRESETS`.
+    loss_preset: a key of `tr2m.training.losses.LOSS_PRESETS`; loss_overrides: LossConfig fields
+        to change in it, e.g. {"rho": 0.85, "w_pseudo": 1.0}.
     ema_momentum: the key branch's momentum (authors' options: 0.99).
     contrast_warmup_steps: the contrast weight ramps linearly from 0 to its value over these steps
         (not published; 1000 steps ~ a third of an NYU epoch at batch 8).
@@ -101,6 +102,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: str = "auto"
     loss_preset: str = "default"
+    loss_overrides: Dict[str, Any] = field(default_factory=dict)
     ema_momentum: float = 0.99
     contrast_warmup_steps: int = 1000
     seed: int = 0
@@ -139,6 +141,15 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.loss_config()  # validates loss_overrides
+
+    def loss_config(self) -> LossConfig:
+        """The LossConfig of loss_preset with loss_overrides applied."""
+        names = [f.name for f in dataclasses.fields(LossConfig)]
+        unknown = sorted(set(self.loss_overrides) - set(names))
+        if unknown:
+            raise ValueError(f"unknown loss settings {unknown}; valid: {', '.join(names)}")
+        return get_loss_preset(self.loss_preset, **self.loss_overrides)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,7 +228,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.amp_dtype = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.loss_config = get_loss_preset(config.loss_preset)
+        self.loss_config = config.loss_config()
         self.loss = TR2MLoss(self.loss_config)
         self.cache = FeatureCache(config.cache_dir, encoder_fingerprint(model)) if config.cache_dir else None
         self.samples = EpochSamples(datasets, seed=config.seed, hflip=config.cache_hflip if self.cache else 0.0)
