@@ -67,6 +67,8 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
 @click.option("--video-frames", default=16, show_default=True, help="Frames used from each video.")
 @click.option("--every", default=8, show_default=True, help="Keyframe interval K.")
 @click.option("--smoothing", default=0.5, show_default=True, help="EMA weight for the smoothed keyframe run (0: skip it).")
+@click.option("--paired-rounds", default=3, show_default=True,
+              help="Rounds of the interleaved latency comparison (all rows in one process; 0: skip).")
 @click.option("--no-video", is_flag=True, help="Skip the video loop, keyframe and cache measurements.")
 @click.option("--caption", default="an office", show_default=True)
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -79,7 +81,8 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write every number as JSON.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), help="Where temporary files go (default: system temp).")
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="Seconds allowed per worker process.")
-def main(bundle, preset, size, backends, repeats, warmup, batch, frames, videos, video_frames, every, smoothing, no_video,
+def main(bundle, preset, size, backends, repeats, warmup, batch, frames, videos, video_frames, every, smoothing,
+         paired_rounds, no_video,
          caption, ckpt, seed, threads, int8_per_channel, out, json_out, work_dir, timeout_s):
     """Measure latency per stage, throughput, peak memory and agreement with PyTorch FP32 for every
     backend (each in a fresh process), the video loop vs the bare engine, keyframe mode and the caption
@@ -87,8 +90,8 @@ def main(bundle, preset, size, backends, repeats, warmup, batch, frames, videos,
     _ensure_bundle(bundle, preset, size)
     options = dict(bundle=bundle, out=out, backends=backends, repeats=repeats, warmup=warmup, batch=batch,
                    video_frames=video_frames, every=every, smoothing=smoothing, caption=caption, seed=seed,
-                   checkpoint=ckpt, threads=threads, video=not no_video, int8_per_channel=int8_per_channel,
-                   json_out=json_out, work_dir=work_dir, worker_timeout_s=timeout_s,
+                   checkpoint=ckpt, threads=threads, video=not no_video, paired_rounds=paired_rounds,
+                   int8_per_channel=int8_per_channel, json_out=json_out, work_dir=work_dir, worker_timeout_s=timeout_s,
                    command="tr2m-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if frames:
         options["frames"] = list(frames)

@@ -47,6 +47,28 @@ def gflops_rate(result: Dict, flops: Optional[float]) -> float:
     return flops / 1e9 / (image_ms(result) / 1e3)
 
 
+def paired_ratio(summary: Dict, name: str, kind: str = "wall") -> float:
+    """Median per-round ratio row / reference from the interleaved measurement (NaN if absent)."""
+    paired = summary.get("paired") or {}
+    if paired.get("status") != "ok":
+        return float("nan")
+    return paired.get("rows", {}).get(name, {}).get(f"ratio_{kind}", float("nan"))
+
+
+def latency_ratio(summary: Dict, name: str) -> Tuple[float, str]:
+    """The ratio the targets judge: interleaved when measured, else the rows' own medians."""
+    value = paired_ratio(summary, name)
+    if not math.isnan(value):
+        return value, f"{value:.2f}x (interleaved; CPU time {paired_ratio(summary, name, 'cpu'):.2f}x; " \
+                      f"separate runs {ratio(frame_ms(summary['backends'].get(name, {})), _ref_ms(summary)):.2f}x)"
+    value = ratio(frame_ms(summary["backends"].get(name, {})), _ref_ms(summary))
+    return value, f"{value:.2f}x (separate runs)"
+
+
+def _ref_ms(summary: Dict) -> float:
+    return frame_ms(summary["backends"].get(REFERENCE, {}))
+
+
 def _flops(summary: Dict) -> Optional[float]:
     return summary["backends"].get(REFERENCE, {}).get("flops", {}).get("total")
 
@@ -61,38 +83,36 @@ def _check(value: float, op: str, limit: float) -> str:
 def targets(summary: Dict) -> List[Dict]:
     """[{"target", "goal", "value", "shown", "verdict"}] for each performance target."""
     rows = summary["backends"]
-    ref = rows.get(REFERENCE, {})
     out = []
 
     def add(name: str, op: str, limit: float, value: float, shown: str, goal: str):
         out.append({"target": name, "goal": goal, "value": value, "shown": shown, "verdict": _check(value, op, limit)})
 
-    base = frame_ms(ref)
-    value = ratio(frame_ms(rows.get("ort-cpu-fp32", {})), base)
-    add("ORT CPU FP32 latency / PyTorch eager FP32", "<=", 0.7, value, f"{value:.2f}x", "<= 0.7x")
+    value, shown = latency_ratio(summary, "ort-cpu-fp32")
+    add("ORT CPU FP32 latency / PyTorch eager FP32", "<=", 0.7, value, shown, "<= 0.7x")
     for name in ("ort-cpu-int8", INT8_DYNAMIC):
         row = rows.get(name, {})
         if row.get("status") != "ok":
             continue
-        value = ratio(frame_ms(row), base)
-        add(f"{name} latency / PyTorch eager FP32", "<=", 0.4, value, f"{value:.2f}x", "<= 0.4x")
+        value, shown = latency_ratio(summary, name)
+        add(f"{name} latency / PyTorch eager FP32", "<=", 0.4, value, shown, "<= 0.4x")
         err = row.get("agreement", {}).get("median_rel", float("nan"))
         add(f"{name} median relative depth error vs FP32", "<=", 3e-2, err, f"{err:.2e}", "<= 3e-2")
     video = summary.get("video") or {}
     if video.get("status") == "ok" and video.get("videos"):
         first = video["videos"][0]
         if "loop" in first:
-            value = ratio(first["loop"]["fps"], first["bare"]["fps"])
-            add("video loop throughput / bare engine", ">=", 0.9, value, f"{value:.2f}x", ">= 0.9x")
+            loop = first["loop"]
+            add("video loop throughput / bare engine", ">=", 0.9, loop["ratio_wall"],
+                f"{loop['ratio_wall']:.2f}x (bare-loop-bare; CPU time {loop['ratio_cpu']:.2f}x)", ">= 0.9x")
         value = ratio(video["cache_hit_ms"]["median"], first["bare"]["ms"]["median"])
         add("caption-cache hit / one frame", "<", 0.01, value, f"{100 * value:.4f} %", "< 1 %")
         for entry in video["videos"]:
             kf = next((k for k in entry["keyframe"] if k["smoothing"] == 0), None)
             if kf is None:
                 continue
-            value = ratio(kf["fps"], entry["bare"]["fps"])
-            add(f"keyframe K={kf['every']} throughput / per-frame ({entry['video']})", ">=", 4.0, value,
-                f"{value:.2f}x", ">= 4x")
+            add(f"keyframe K={kf['every']} throughput / per-frame ({entry['video']})", ">=", 4.0, kf["ratio_wall"],
+                f"{kf['ratio_wall']:.2f}x (interleaved; CPU time {kf['ratio_cpu']:.2f}x)", ">= 4x")
             dev = kf["deviation_all"]["median_rel"]
             add(f"keyframe K={kf['every']} median deviation from per-frame ({entry['video']})", "<=", 0.03, dev,
                 f"{100 * dev:.2f} %", "<= 3 %")
@@ -111,9 +131,9 @@ def _stage(result: Dict, stage: str) -> Tuple[float, float]:
     return stat["median"], stat["p90"]
 
 
-BACKEND_COLUMNS = ("backend", "frame ms (med/p90)", "preproc ms", "text miss ms", "image ms (med/p90)",
-                   "postproc ms", "fps b=1", "fps b=B", "x ref", "load s", "peak RSS MB", "GFLOP/s",
-                   "med rel err", "delta1 agr")
+BACKEND_COLUMNS = ("backend", "frame ms (med/p90)", "frame CPU ms", "preproc ms", "text miss ms",
+                   "image ms (med/p90)", "postproc ms", "fps b=1", "fps b=B", "x ref (separate)",
+                   "x ref (interleaved)", "load s", "peak RSS MB", "GFLOP/s", "med rel err", "delta1 agr")
 
 
 def backend_rows(summary: Dict) -> List[List[str]]:
@@ -127,12 +147,14 @@ def backend_rows(summary: Dict) -> List[List[str]]:
         agree = r.get("agreement", {})
         rows.append([
             name, "{} / {}".format(_f(frame_ms(r)), _f(latency(r["frame_ms"])["p90"])),
+            _f(_med(r.get("frame_cpu_ms"))),
             "{} / {}".format(*(_f(v, ".2f") for v in _stage(r, "preprocess"))),
             _f(_med(r.get("text_miss_ms"))),
             "{} / {}".format(*(_f(v) for v in _stage(r, "image"))),
             "{} / {}".format(*(_f(v, ".2f") for v in _stage(r, "postprocess"))),
             _f(fps(r), ".3f"), f"{_f(fps(r, True), '.3f')} (B={r['batch']})",
-            _f(ratio(frame_ms(r), base), ".2f"), _f(r.get("load_s")), _f(r.get("peak_rss_mb"), ".0f"),
+            _f(ratio(frame_ms(r), base), ".2f"), _f(paired_ratio(summary, name), ".2f"),
+            _f(r.get("load_s")), _f(r.get("peak_rss_mb"), ".0f"),
             _f(gflops_rate(r, flops), ".3g"),
             "(reference)" if name == summary.get("reference") else _f(agree.get("median_rel"), ".2e"),
             "(reference)" if name == summary.get("reference") else _f(agree.get("delta1"), ".4f"),
@@ -142,8 +164,9 @@ def backend_rows(summary: Dict) -> List[List[str]]:
 
 def not_run(summary: Dict) -> List[str]:
     """'name: status: reason' for every row that did not run."""
-    return [f"{name}: {r.get('status')}: {r.get('reason', '')}" for name, r in summary["backends"].items()
-            if r.get("status") != "ok"]
+    lines = [f"{name}: {r.get('status')}: {r.get('reason', '')}" for name, r in summary["backends"].items()
+             if r.get("status") != "ok"]
+    return lines + [f"{name}: {r['mismatch']}" for name, r in summary["backends"].items() if r.get("mismatch")]
 
 
 def _plain(header, rows) -> str:
@@ -164,20 +187,22 @@ def video_rows(summary: Dict) -> List[List[str]]:
         bare = entry["bare"]
         rows.append([entry["video"], "per-frame (bare engine)", _f(bare["fps"], ".3f"), "1.00",
                      _f(bare["ms"]["median"]), f"{entry['frames']} (all)", "0 / 0", _f(bare["flicker"]["percent"], ".3f")])
-        if "loop" in entry:
-            loop = entry["loop"]
-            rows.append([entry["video"], "video loop (decode+prefetch+engine+H.264 sink)", _f(loop["fps"], ".3f"),
-                         _f(ratio(loop["fps"], bare["fps"]), ".2f"), _f(1e3 / loop["fps"]), "-", "-", "-"])
         for kf in entry["keyframe"]:
             between = kf.get("deviation_between", kf["deviation_all"])
             rows.append([entry["video"], f"keyframe K={kf['every']} smoothing={kf['smoothing']}", _f(kf["fps"], ".3f"),
-                         _f(ratio(kf["fps"], bare["fps"]), ".2f"), _f(float(np.median(kf["ms"]))),
+                         f"{_f(kf['ratio_wall'], '.2f')} (CPU {_f(kf['ratio_cpu'], '.2f')})",
+                         _f(float(np.median(kf["ms"]))),
                          f"{kf['keyframes']}", f"{100 * kf['deviation_all']['median_rel']:.2f} / "
                          f"{100 * between['median_rel']:.2f}", _f(kf["flicker"]["percent"], ".3f")])
+        if "loop" in entry:
+            loop = entry["loop"]
+            rows.append([entry["video"], "tr2m-run loop (decode+prefetch+engine+writer+H.264)", _f(loop["fps"], ".3f"),
+                         f"{_f(loop['ratio_wall'], '.2f')} (CPU {_f(loop['ratio_cpu'], '.2f')})",
+                         _f(1e3 / loop["fps"]), "-", "-", "-"])
     return rows
 
 
-VIDEO_COLUMNS = ("video", "mode", "fps", "x per-frame", "median ms/frame", "keyframes",
+VIDEO_COLUMNS = ("video", "mode", "fps", "x per-frame (wall; CPU time)", "median ms/frame", "keyframes",
                  "median dev % (all / between keys)", "flicker %")
 
 
@@ -185,9 +210,19 @@ def targets_rows(summary: Dict) -> List[List[str]]:
     return [[t["target"], t["goal"], t["shown"], t["verdict"]] for t in summary["targets"]]
 
 
+def paired_rows(summary: Dict) -> List[List[str]]:
+    paired = summary.get("paired") or {}
+    return [[name, _f(_med(r["wall_ms"])), _f(_med(r["cpu_ms"])), _f(r["ratio_wall"], ".3f"), _f(r["ratio_cpu"], ".3f")]
+            for name, r in paired.get("rows", {}).items()]
+
+
+PAIRED_COLUMNS = ("backend (interleaved, one process)", "median ms", "median CPU ms", "x ref (wall)", "x ref (CPU)")
+
+
 def text_table(summary: Dict) -> str:
     parts = [f"reference for agreement: {summary.get('reference')}", _plain(BACKEND_COLUMNS, backend_rows(summary))]
     parts += ["\n".join(not_run(summary))] if not_run(summary) else []
+    parts += [_plain(PAIRED_COLUMNS, paired_rows(summary))] if paired_rows(summary) else []
     if video_rows(summary):
         parts.append(_plain(VIDEO_COLUMNS, video_rows(summary)))
     elif summary.get("video"):
@@ -234,8 +269,14 @@ def _flops_text(summary: Dict) -> str:
 DEFINITIONS = f"""Definitions. Latencies are wall times per call (median / 90th percentile over the timed calls,
 after warm-up). "frame ms" is one `predict` call at batch 1: preprocess + caption-cache hit + image
 graph + postprocess (resize back to the frame). "text miss" is the text encoder on a caption never
-seen. fps b=1 = 1000 / median frame ms; fps b=B = B frames / median batch call. "x ref" = frame ms /
-the PyTorch eager FP32 frame ms. Peak RSS is the worker process's ru_maxrss (each row runs in a fresh
+seen. "frame CPU ms" is the CPU time the process used during that call (all its threads): unlike wall
+time it barely moves when other processes take the cores. fps b=1 = 1000 / median frame ms; fps b=B =
+B frames / median batch call. "x ref (separate)" = median frame ms / the PyTorch eager FP32 one, each
+row measured in its own process one after the other (the machine's load may differ between rows);
+"x ref (interleaved)" = the median over rounds of (row / reference) with all rows loaded in one process
+and called in turn on the same frame: the figure the latency targets use. Keyframe mode is likewise
+called in turn with the per-frame engine on each video frame, and the video loop is timed between
+two bare-engine passes (bare, loop, bare). Peak RSS is the worker process's ru_maxrss (each row runs in a fresh
 process: interpreter, libraries, model and buffers). Agreement with the reference on the real frames,
 at the frames' resolution: median |d - d_ref| / d_ref and the fraction of pixels with
 max(d/d_ref, d_ref/d) < 1.25. Flicker: per consecutive frame pair, the median of
@@ -256,6 +297,10 @@ def markdown(summary: Dict) -> str:
                                             "numerics of each backend, not depth quality." if untrained else ""),
         _flops_text(summary),
     ]
+    if paired_rows(summary):
+        rounds = summary["paired"]["rounds"]
+        parts += [f"Interleaved latency ({rounds} rounds; every row loaded in one process and called in turn on the "
+                  "same frame, so each round sees the same machine load):", _md(PAIRED_COLUMNS, paired_rows(summary))]
     if video_rows(summary):
         hit = summary["video"]["cache_hit_ms"]
         parts += ["### Video loop, keyframe mode, caption cache", _md(VIDEO_COLUMNS, video_rows(summary)),

@@ -2,7 +2,9 @@
 
 The parent stays light (no torch, no model): it prepares the INT8 bundle, launches workers one
 at a time (so they do not compete for cores), reads their JSON, computes agreement against the
-reference from the depth maps they saved, and hands everything to bench.report.
+reference from the depth maps they saved, and hands everything to bench.report. Rows measured
+one after another can see different machine load, so the latency ratios the targets use come
+from a second, interleaved measurement of all rows in one process (bench.paired).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class BenchConfig:
     checkpoint: Optional[Path] = None
     threads: Optional[int] = None
     video: bool = True
+    paired_rounds: int = 3
     int8_per_channel: bool = False
     json_out: Optional[Path] = None
     work_dir: Optional[Path] = None
@@ -155,6 +158,7 @@ def run_backends(config: BenchConfig, specs: List[BackendSpec], work: Path, log:
         result.setdefault("name", spec.name)
         result.setdefault("precision", spec.precision)
         result.setdefault("note", spec.note)
+        result["bundle"] = str(bundle)
         if spec.name == INT8_DYNAMIC and result.get("status") == "ok":
             result["quantize_s"] = info.get("seconds")
         results[spec.name] = result
@@ -190,23 +194,48 @@ def _load_depths(result: Dict) -> Optional[List[np.ndarray]]:
         return [z[f"arr_{i}"] for i in range(len(z.files))]
 
 
+REPRODUCED = 1e-3  # median relative depth error under which PyTorch counts as the bundle's own model
+
+
 def add_agreement(results: Dict[str, Dict]) -> Optional[str]:
-    """Agreement of every row with the reference (PyTorch FP32 when it ran on the bundle's own
-    weights, else ORT CPU FP32); returns the reference's name."""
-    ref_name = None
-    torch_ref = results.get(REFERENCE, {})
-    if torch_ref.get("status") == "ok" and torch_ref.get("info", {}).get("weights_match_bundle", True):
-        ref_name = REFERENCE
-    elif results.get("ort-cpu-fp32", {}).get("status") == "ok":
+    """Agreement of every row with the reference; returns the reference's name.
+
+    The reference is PyTorch FP32 when it reproduces the bundle (text weights hash as recorded,
+    and ORT FP32 within `REPRODUCED` of it); otherwise (model code or weights changed since the
+    export) ORT CPU FP32, and the PyTorch row is marked."""
+    torch_ref, ort = results.get(REFERENCE, {}), results.get("ort-cpu-fp32", {})
+    torch_depths, ort_depths = _load_depths(torch_ref), _load_depths(ort)
+    ref_name = REFERENCE if torch_depths is not None else None
+    if torch_depths is not None and not torch_ref.get("info", {}).get("weights_match_bundle", True):
+        ref_name = None
+    if ref_name and ort_depths is not None and agreement(ort_depths, torch_depths).median_rel > REPRODUCED:
+        ref_name = None
+    if ref_name is None and torch_depths is not None:
+        torch_ref["mismatch"] = ("the rebuilt PyTorch model does not reproduce the bundle (re-export it with this "
+                                 "code, or pass --seed/--ckpt): agreement is measured against ort-cpu-fp32")
+    if ref_name is None and ort_depths is not None:
         ref_name = "ort-cpu-fp32"
     if ref_name is None:
         return None
     reference = _load_depths(results[ref_name])
     for result in results.values():
         depths = _load_depths(result)
-        if depths is not None and reference is not None:
+        if depths is not None:
             result["agreement"] = agreement(depths, reference).__dict__
     return ref_name
+
+
+def run_paired(config: BenchConfig, results: Dict[str, Dict], work: Path, log: Log) -> Optional[Dict]:
+    """The reference and every row that ran, interleaved in one process (bench.paired)."""
+    rows = {name: r["bundle"] for name, r in results.items() if r.get("status") == "ok"}
+    if REFERENCE not in rows or len(rows) < 2 or config.paired_rounds < 1:
+        return None
+    rows = {REFERENCE: rows.pop(REFERENCE), **rows}
+    log(f"[paired] {', '.join(rows)} in one process, calls interleaved, {config.paired_rounds} rounds ...")
+    task = {"task": "paired", "rows": rows, "frames": [str(f) for f in config.frames], "caption": config.caption,
+            "rounds": config.paired_rounds, "cache_dir": str(work / "cache-paired"), "seed": config.seed,
+            "checkpoint": str(config.checkpoint) if config.checkpoint else None, "threads": config.threads}
+    return run_worker(task, work, "paired", config.worker_timeout_s, log)
 
 
 def run_video(config: BenchConfig, work: Path, log: Log) -> Dict:
@@ -240,6 +269,7 @@ def run_benchmark(config: BenchConfig, log: Log = _stderr) -> Dict:
                                       "threads": config.threads or os.cpu_count()}}
         summary["backends"] = run_backends(config, specs, work, log)
         summary["reference"] = add_agreement(summary["backends"])
+        summary["paired"] = run_paired(config, summary["backends"], work, log)
         if config.video:
             summary["video"] = run_video(config, work, log)
     summary["machine"]["loadavg_end"] = list(os.getloadavg())

@@ -2,11 +2,13 @@
 
 On the first `frames` frames of each real video:
 - bare engine: `Engine.predict` on frames already decoded into memory (the ceiling);
-- loop (first video): what `tr2m-run` does, source -> prefetch thread -> engine -> sink (H.264
-  colourized depth), wall time from opening the video to the closed output file;
-- keyframe mode (`runtime.keyframe.KeyframePredictor`, every K, without and with smoothing):
-  throughput vs the bare engine, deviation of depth from the per-frame depth, flicker (see
-  bench.metrics) against the per-frame mode's;
+- keyframe mode (`runtime.keyframe.KeyframePredictor`, every K, without and with smoothing),
+  called in turn with the bare engine on each frame (so both see the same machine load):
+  throughput ratio, deviation of depth from the per-frame depth, flicker (see bench.metrics);
+- loop (first video): `tr2m-run`'s loop (runtime.pipeline.run: source -> prefetch thread ->
+  engine -> writer thread -> H.264 colourized depth), wall time from opening the video to the
+  closed output file, measured
+  between two bare passes (bare, loop, bare) and compared with their mean;
 - caption-cache hit: `Engine.embed` of a caption already seen, vs a frame.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 
 from .metrics import agreement, flicker, latency, static_masks
-from .worker import log, rss_mb
+from .worker import log, rss_mb, timed
 
 
 def decode(path: str, count: int) -> List[np.ndarray]:
@@ -34,52 +36,63 @@ def decode(path: str, count: int) -> List[np.ndarray]:
     return frames
 
 
-def _per_frame(engine, frames, caption) -> Dict:
-    walls, depths = [], []
+def _bare(engine, frames, caption) -> Dict:
+    """The per-frame engine over frames in memory: wall and CPU ms per frame."""
+    wall, cpu = [], []
     for frame in frames:
-        began = time.perf_counter()
-        depths.append(engine.predict(frame, caption=caption))
-        walls.append((time.perf_counter() - began) * 1e3)
-    return {"ms": walls, "depths": depths}
+        _, w, c = timed(engine.predict, frame, caption=caption)
+        wall.append(w)
+        cpu.append(c)
+    return {"ms": wall, "cpu_ms": cpu}
 
 
 def _loop(engine, path: str, count: int, caption: str, out_dir: Path) -> Dict:
-    """source -> prefetch -> engine -> VideoSink, as the video CLI runs it; wall time of it all."""
-    from runtime.sinks import VideoSink
-    from runtime.sources import open_source, prefetch
+    """The `tr2m-run` loop itself (runtime.pipeline.run: source -> prefetch thread -> engine ->
+    writer thread -> H.264 video sink) on the first `count` frames; wall and CPU time of it all."""
+    from runtime import pipeline
+    from runtime.captions import CaptionSchedule
+    from runtime.sources import open_source
 
-    began = time.perf_counter()
-    sink_ms, done = [], 0
+    outputs = pipeline.Outputs(folder=out_dir / "loop", video=True, range_m=pipeline.default_range(engine.bundle.manifest))
+    began, cpu = time.perf_counter(), time.process_time()
     with open_source(path) as source:
-        fps = source.info.fps or 30.0
-        with VideoSink(out_dir / "loop.mp4", min_m=0.1, max_m=20.0, fps=fps) as sink, prefetch(source) as frames:
-            for frame in frames:
-                depth = engine.predict(frame.rgb, caption=caption)
-                t = time.perf_counter()
-                sink.write(frame, depth, {"timings_ms": dict(engine.times.last)})
-                sink_ms.append((time.perf_counter() - t) * 1e3)
-                done += 1
-                if done == count:
-                    break
+        outputs.fps = source.info.fps or 30.0
+        outputs.prepare()
+        report = pipeline.run(pipeline.EnginePredictor(engine), source, CaptionSchedule.fixed(caption), outputs,
+                              batch=1, max_frames=count)
     wall = time.perf_counter() - began
-    return {"frames": done, "wall_s": wall, "fps": done / wall, "sink_ms": latency(sink_ms)}
+    return {"frames": report.frames, "wall_s": wall, "cpu_s": time.process_time() - cpu, "fps": report.frames / wall,
+            "stage_ms": report.stage_ms}
 
 
-def _keyframe(engine, frames, caption, every: int, smoothing: float, reference, masks) -> Dict:
+def _interleaved(engine, frames, caption, every: int, smoothings) -> Dict:
+    """Per frame, in turn: the per-frame engine, then keyframe mode at each smoothing, so that the
+    throughput ratio sees the same machine load; also the depth maps for deviation and flicker."""
     from runtime.keyframe import KeyframePredictor
 
-    kf = KeyframePredictor(engine, every=every, smoothing=smoothing)
-    walls, depths, keys = [], [], []
+    kfs = [KeyframePredictor(engine, every=every, smoothing=s) for s in smoothings]
+    bare = {"ms": [], "cpu_ms": [], "depths": []}
+    runs = [{"ms": [], "cpu_ms": [], "depths": [], "keys": []} for _ in kfs]
     for frame in frames:
-        began = time.perf_counter()
-        depths.append(kf.predict(frame, caption=caption))
-        walls.append((time.perf_counter() - began) * 1e3)
-        keys.append(kf.last_was_keyframe)
+        depth, w, c = timed(engine.predict, frame, caption=caption)
+        bare["ms"].append(w), bare["cpu_ms"].append(c), bare["depths"].append(depth)
+        for kf, run in zip(kfs, runs):
+            depth, w, c = timed(kf.predict, frame, caption=caption)
+            run["ms"].append(w), run["cpu_ms"].append(c), run["depths"].append(depth)
+            run["keys"].append(kf.last_was_keyframe)
+    for kf, run in zip(kfs, runs):
+        run["stages_ms"] = {k: v / kf.times.calls[k] for k, v in kf.times.totals.items()}
+    return {"bare": bare, "keyframe": runs}
+
+
+def _keyframe_result(run: Dict, bare: Dict, every: int, smoothing: float, masks) -> Dict:
+    keys, depths, reference = run["keys"], run["depths"], bare["depths"]
     between = [i for i, k in enumerate(keys) if not k]
     result = {
-        "every": every, "smoothing": smoothing, "ms": walls, "keyframes": int(sum(keys)),
-        "fps": len(frames) / (sum(walls) / 1e3),
-        "stages_ms": {k: v / kf.times.calls[k] for k, v in kf.times.totals.items()},
+        "every": every, "smoothing": smoothing, "ms": run["ms"], "keyframes": int(sum(keys)),
+        "fps": len(depths) / (sum(run["ms"]) / 1e3),
+        "ratio_wall": sum(bare["ms"]) / sum(run["ms"]), "ratio_cpu": sum(bare["cpu_ms"]) / sum(run["cpu_ms"]),
+        "stages_ms": run["stages_ms"],
         "deviation_all": agreement(depths, reference).__dict__,
         "flicker": flicker(depths, masks).__dict__,
     }
@@ -100,35 +113,47 @@ def _cache_hit(engine, caption: str, calls: int = 1000) -> Dict:
     return latency(ms)
 
 
+def _video(engine, path: str, task: Dict, work: Path, with_loop: bool) -> Dict:
+    caption, count, every = task["caption"], task["frames"], task["every"]
+    smoothings = task.get("smoothings", (0.0, 0.5))
+    name = Path(path).name
+    log(f"{name}: decoding {count} frames ...")
+    began = time.perf_counter()
+    frames = decode(path, count)
+    entry: Dict = {"video": name, "frames": len(frames), "size": list(frames[0].shape[:2]),
+                   "decode_fps": len(frames) / (time.perf_counter() - began)}
+    for _ in range(task.get("warmup", 1)):
+        engine.predict(frames[0], caption=caption)
+    log(f"{name}: per-frame engine and keyframe mode (every={every}, smoothing {list(smoothings)}), "
+        f"interleaved, on {len(frames)} frames ...")
+    both = _interleaved(engine, frames, caption, every, smoothings)
+    masks = static_masks(frames)
+    bare = both["bare"]
+    entry["bare"] = {"ms": latency(bare["ms"]), "fps": len(frames) / (sum(bare["ms"]) / 1e3),
+                     "flicker": flicker(bare["depths"], masks).__dict__}
+    entry["keyframe"] = [_keyframe_result(run, bare, every, s, masks) for run, s in zip(both["keyframe"], smoothings)]
+    if with_loop:  # bare, loop, bare: the loop is compared with the mean of the two bare passes
+        log(f"{name}: video loop (source -> prefetch -> engine -> H.264 sink), then the bare engine again ...")
+        loop = _loop(engine, path, len(frames), caption, work)
+        again = _bare(engine, frames, caption)
+        bare_s = (sum(bare["ms"]) + sum(again["ms"])) / 2e3
+        bare_cpu_s = (sum(bare["cpu_ms"]) + sum(again["cpu_ms"])) / 2e3
+        loop.update(bare_fps=len(frames) / bare_s, ratio_wall=(loop["frames"] / loop["wall_s"]) / (len(frames) / bare_s),
+                    ratio_cpu=bare_cpu_s / loop["cpu_s"] * loop["frames"] / len(frames),
+                    bare_passes_s=[sum(bare["ms"]) / 1e3, sum(again["ms"]) / 1e3])
+        entry["loop"] = loop
+    return entry
+
+
 def run_video(task: Dict) -> Dict:
     from runtime import Engine
 
     engine = Engine.open(task["bundle"], backend=task.get("backend", "ort-cpu"), precision=task.get("precision", "fp32"),
                          cache_dir=task["cache_dir"], verify=False)
-    caption, count, every = task["caption"], task["frames"], task["every"]
     result: Dict = {"status": "ok", "backend": engine.backend_name, "precision": engine.precision, "videos": []}
     work = Path(task.get("work_dir") or tempfile.mkdtemp(prefix="tr2m-bench-video-"))
     for n, path in enumerate(task["videos"]):
-        log(f"{Path(path).name}: decoding {count} frames ...")
-        began = time.perf_counter()
-        frames = decode(path, count)
-        entry: Dict = {"video": Path(path).name, "frames": len(frames), "size": list(frames[0].shape[:2]),
-                       "decode_fps": len(frames) / (time.perf_counter() - began)}
-        for _ in range(task.get("warmup", 1)):
-            engine.predict(frames[0], caption=caption)
-        log(f"{Path(path).name}: per-frame engine on {len(frames)} frames ...")
-        bare = _per_frame(engine, frames, caption)
-        entry["bare"] = {"ms": latency(bare["ms"]), "fps": len(frames) / (sum(bare["ms"]) / 1e3)}
-        masks = static_masks(frames)
-        entry["bare"]["flicker"] = flicker(bare["depths"], masks).__dict__
-        if n == 0 and task.get("loop", True):
-            log(f"{Path(path).name}: video loop (source -> prefetch -> engine -> H.264 sink) ...")
-            entry["loop"] = _loop(engine, path, len(frames), caption, work)
-        entry["keyframe"] = []
-        for smoothing in task.get("smoothings", (0.0, 0.5)):
-            log(f"{Path(path).name}: keyframe mode every={every} smoothing={smoothing} ...")
-            entry["keyframe"].append(_keyframe(engine, frames, caption, every, smoothing, bare["depths"], masks))
-        result["videos"].append(entry)
-    result["cache_hit_ms"] = _cache_hit(engine, caption)
+        result["videos"].append(_video(engine, path, task, work, with_loop=n == 0 and task.get("loop", True)))
+    result["cache_hit_ms"] = _cache_hit(engine, task["caption"])
     result["rss_mb"] = rss_mb()
     return result

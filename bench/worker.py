@@ -3,8 +3,8 @@
     python -m bench.worker TASK.json     # writes the result JSON named in the task
 
 Tasks: "backend" (latency per stage, throughput at batch 1 and B, text miss, cache hit, peak
-RSS, depth on the real frames; FLOPs for the PyTorch reference), "video" (bench.video) and
-"quantize" (bench.quant). Progress goes to stderr, one line per step.
+RSS, depth on the real frames; FLOPs for the PyTorch reference), "paired" (bench.paired),
+"video" (bench.video) and "quantize" (bench.quant). Progress goes to stderr, one line per step.
 """
 from __future__ import annotations
 
@@ -44,17 +44,24 @@ def read_frames(paths: List[str]) -> List[np.ndarray]:
     return [np.ascontiguousarray(read_image(p)[:, :, :3]) for p in paths]
 
 
+def timed(fn, *args, **kwargs):
+    """fn(*args, **kwargs) -> (its result, wall ms, CPU ms of this process: all its threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+
+
 def _timed_calls(runner, frames, caption, calls: int, batch: int, start: int = 0):
-    """`calls` predict calls of `batch` frames each, cycling over frames -> (walls, stages, depths)."""
-    walls, stages, depths = [], [], []
+    """`calls` predict calls of `batch` frames each, cycling over frames -> (walls, cpus, stages, depths)."""
+    walls, cpus, stages, depths = [], [], [], []
     for c in range(calls):
         chunk = [frames[(start + c * batch + i) % len(frames)] for i in range(batch)]
-        began = time.perf_counter()
-        out, stage = runner.predict(chunk, caption)
-        walls.append((time.perf_counter() - began) * 1e3)
+        (out, stage), wall, cpu = timed(runner.predict, chunk, caption)
+        walls.append(wall)
+        cpus.append(cpu)
         stages.append(stage)
         depths.append(out)
-    return walls, stages, depths
+    return walls, cpus, stages, depths
 
 
 def run_backend(task: Dict) -> Dict:
@@ -62,7 +69,8 @@ def run_backend(task: Dict) -> Dict:
     from .runners import Skip, make_runner
 
     spec = BACKENDS[task["backend"]]
-    result: Dict = {"name": spec.name, "kind": spec.kind, "precision": spec.precision, "note": spec.note}
+    result: Dict = {"name": spec.name, "kind": spec.kind, "precision": spec.precision, "note": spec.note,
+                    "loadavg_start": os.getloadavg()[0]}
     runner = make_runner(spec, Path(task["bundle"]), cache_dir=Path(task["cache_dir"]), seed=task.get("seed", 0),
                          checkpoint=task.get("checkpoint"), threads=task.get("threads"))
     frames = read_frames(task["frames"])
@@ -84,8 +92,8 @@ def run_backend(task: Dict) -> Dict:
         runner.predict([frames[0]], caption)
     calls = max(repeats, len(frames))
     log(f"batch 1: {calls} timed calls ...")
-    walls, stages, depths = _timed_calls(runner, frames, caption, calls, 1)
-    result["frame_ms"], result["stages_ms"] = walls, _by_stage(stages)
+    walls, cpus, stages, depths = _timed_calls(runner, frames, caption, calls, 1)
+    result["frame_ms"], result["frame_cpu_ms"], result["stages_ms"] = walls, cpus, _by_stage(stages)
     np.savez(task["depth_file"], *[d[0] for d in depths[:len(frames)]])
     result["depth_file"] = task["depth_file"]
     if batch > 1:
@@ -99,6 +107,7 @@ def run_backend(task: Dict) -> Dict:
     hits = [runner.cache_hit(caption) for _ in range(200)]
     result["cache_hit_ms"] = [h for h in hits if h is not None]
     result["peak_rss_mb"] = peak_rss_mb()
+    result["loadavg_end"] = os.getloadavg()[0]
     return {**result, "status": "ok"}
 
 
@@ -118,6 +127,8 @@ def main(argv=None) -> int:
     kind = task["task"]
     if kind == "video":
         from .video import run_video as run
+    elif kind == "paired":
+        from .paired import run_paired as run
     elif kind == "quantize":
         from .quant import run_quantize as run
     else:

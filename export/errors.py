@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from typing import Callable, TypeVar
 
 import click
@@ -28,15 +29,21 @@ def run_cli(action: Callable[[], T]) -> T:
     SIGTERM is turned into KeyboardInterrupt so that clean-up (`finally`) runs for it too.
     """
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return action()
-    except KeyboardInterrupt:
-        click.echo("interrupted: nothing was written", err=True)
-        sys.exit(130)
-    except known_errors() as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        click.echo(f"error: {message}", err=True)
-        sys.exit(2)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one `warning: ...` line each, no source excerpt
+        try:
+            return action()
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was written", err=True)
+            sys.exit(130)
+        except known_errors() as e:
+            message = " ".join(str(e).split()) or type(e).__name__
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {category.__name__}: {' '.join(str(message).split())}", err=True)
 
 
 def _interrupt(signum, frame):

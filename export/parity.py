@@ -81,16 +81,12 @@ def run_ort(path: Path, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
 
 
 def read_frames(paths: Sequence[Path]) -> List[np.ndarray]:
-    """RGB uint8 frames from image files (cv2 reads BGR)."""
-    import cv2
+    """RGB frames [H,W,3] (uint8, or uint16 for 16-bit files) read as the runtime reads images:
+    gray and RGBA converted, EXIF orientation applied; a bad file raises SourceError (one line,
+    and no libjpeg chatter on stderr, unlike cv2.imread)."""
+    from runtime.sources import read_image
 
-    frames = []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read parity frame {path}: not an image")
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    return frames
+    return [read_image(path) for path in paths]
 
 
 def stats_table(stats: Sequence[ParityStat]) -> str:

@@ -32,8 +32,13 @@ class PendingFile:
         self.done = False
 
     def commit(self) -> Path:
-        """Atomically replace ``path`` with the temporary file; returns ``path``."""
-        os.replace(self.temp, self.path)
+        """Atomically replace ``path`` with the temporary file; returns ``path``. If the rename
+        fails (e.g. ``path`` is a folder), the temporary file is removed and the error raised."""
+        try:
+            os.replace(self.temp, self.path)
+        except BaseException:
+            self.discard()
+            raise
         self.done = True
         return self.path
 

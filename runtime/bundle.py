@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .atomic import atomic_write_bytes
+from .engine_meta import ENGINES_DIR
 from .errors import BundleError
 
 FORMAT_NAME = "tr2m-bundle"
@@ -59,9 +60,12 @@ def write_manifest(directory: Path, manifest: Dict[str, Any]) -> Path:
 
 
 def _listed_files(manifest: Mapping[str, Any]) -> set:
+    """Every file the manifest names for the runtime to read (engines themselves are checked
+    against their sidecars, which are listed through extra_files)."""
     files = {graph["file"] for graph in manifest.get("graphs", {}).values()}
     if manifest.get("tokenizer"):
         files.add(manifest["tokenizer"])
+    files |= {entry["sidecar"] for entry in manifest.get("engines", {}).values() if "sidecar" in entry}
     return files | set(manifest.get("extra_files", []))
 
 
@@ -78,11 +82,41 @@ class Bundle:
         directory = Path(directory)
         manifest = _read_manifest(directory)
         bundle = cls(directory, manifest)
-        for name in manifest.get("files", {}):
-            bundle.resolve(name)  # rejects paths escaping the bundle before any file is touched
+        try:
+            bundle.check_contract()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise BundleError(f"{directory / MANIFEST} is malformed ({type(e).__name__}: {e}): re-export the bundle"
+                              ) from e
         if verify:
             bundle.verify()
         return bundle
+
+    def check_contract(self) -> None:
+        """Every file the runtime may read is checksummed, and the text width agrees everywhere.
+        Also reads every field the runtime relies on, so a malformed manifest fails here."""
+        if not all(isinstance(self.manifest[k], dict) for k in ("files", "graphs", "text_encoder")):
+            raise TypeError("'files', 'graphs' and 'text_encoder' must be JSON objects")
+        for name in self.manifest["files"]:
+            self.resolve(name)  # rejects paths escaping the bundle before any file is touched
+        _ = self.preprocessing, self.text_encoder_id, self.text_dim  # a missing field fails here, not mid-run
+        unlisted = sorted(_listed_files(self.manifest) - set(self.manifest["files"]))
+        if unlisted:
+            raise BundleError(f"manifest names {', '.join(unlisted)} but records no checksum for it (a hand-edited "
+                              "manifest?): refusing to read it; re-export the bundle")
+        widths = {f"{name}.{k}": spec[k]["text_emb"][-1] for name, spec in self.manifest["graphs"].items()
+                  for k in ("inputs", "outputs") if "text_emb" in spec.get(k, {})}
+        wrong = {k: v for k, v in widths.items() if isinstance(v, int) and v != self.text_dim}
+        if wrong:
+            found = ", ".join(f"{k} [..., {v}]" for k, v in sorted(wrong.items()))
+            raise BundleError(f"the manifest's text encoder gives {self.text_dim}-d embeddings but {found}: the "
+                              "bundle mixes parts of different exports; re-export it")
+        size = [self.preprocessing.height, self.preprocessing.width]
+        sizes = {name: list(spec["inputs"]["image"][-2:]) for name, spec in self.manifest["graphs"].items()
+                 if "image" in spec.get("inputs", {})}
+        wrong = {k: v for k, v in sizes.items() if all(isinstance(d, int) for d in v) and v != size}
+        if wrong:
+            found = ", ".join(f"{k} takes {v[0]}x{v[1]}" for k, v in sorted(wrong.items()))
+            raise BundleError(f"the manifest resizes frames to {size[0]}x{size[1]} but {found}: re-export the bundle")
 
     def resolve(self, name: str) -> Path:
         """A file named by the manifest, guaranteed to lie inside the bundle folder."""
@@ -97,10 +131,11 @@ class Bundle:
         """Check that every listed file exists and matches its recorded sha256."""
         for name, expected in self.manifest.get("files", {}).items():
             path = self.resolve(name)
+            fix = "rebuild its engines with `tr2m-export trt`" if name.startswith(f"{ENGINES_DIR}/") else "re-export it"
             if not path.is_file():
-                raise BundleError(f"bundle {self.directory} is missing {name}: re-export it")
+                raise BundleError(f"bundle {self.directory} is missing {name}: {fix}")
             if sha256_file(path) != expected:
-                raise BundleError(f"bundle file {name} does not match its checksum (tampered or truncated): re-export it")
+                raise BundleError(f"bundle file {name} does not match its checksum (tampered or truncated): {fix}")
 
     def graph(self, name: str) -> GraphSpec:
         graphs = self.manifest["graphs"]

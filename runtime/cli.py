@@ -168,20 +168,29 @@ def _run(o: dict) -> int:
         predictor = _predictor(engine, o)
         _configure_outputs(outputs, o, frames, engine)
         outputs.prepare()
-        _log_start(log, frames, engine, outputs, o)
-        if not o["caption"] and o["captions_file"] is None and schedule is not demo_mod.DEMO_CAPTIONS:
-            warnings.warn(f"no --caption given: using {DEFAULT_CAPTION!r}; a caption that describes the scene "
-                          "('an office', 'a street') gives TR2M its metric scale", Tr2mRuntimeWarning)
-        total = _expected_frames(frames, o["max_frames"])
-        desc = "tr2m UNTRAINED" if engine.untrained else "tr2m"
-        with tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=o["quiet"], dynamic_ncols=True) as bar:
-            report = pipeline.run(predictor, frames, schedule, outputs, batch=o["batch"], max_frames=o["max_frames"],
-                                  on_frames=bar.update)
+        try:
+            report = _loop(log, frames, engine, predictor, schedule, outputs, o)
+        except KeyboardInterrupt:
+            outputs.remove_created()  # Ctrl-C before the loop took over: leave no empty folder behind
+            raise
     _summarize(report, engine, outputs, o, source)
     if report.interrupted:
         click.echo(f"interrupted: {report.frames} frames written; outputs finalized", err=True)
         return 130
     return 0
+
+
+def _loop(log, frames: FrameSource, engine: Engine, predictor, schedule: CaptionSchedule, outputs: pipeline.Outputs,
+          o: dict) -> pipeline.RunReport:
+    _log_start(log, frames, engine, outputs, o)
+    if not o["caption"] and o["captions_file"] is None and schedule is not demo_mod.DEMO_CAPTIONS:
+        warnings.warn(f"no --caption given: using {DEFAULT_CAPTION!r}; a caption that describes the scene "
+                      "('an office', 'a street') gives TR2M its metric scale", Tr2mRuntimeWarning)
+    total = _expected_frames(frames, o["max_frames"])
+    desc = "tr2m UNTRAINED" if engine.untrained else "tr2m"
+    with tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=o["quiet"], dynamic_ncols=True) as bar:
+        return pipeline.run(predictor, frames, schedule, outputs, batch=o["batch"], max_frames=o["max_frames"],
+                            on_frames=bar.update)
 
 
 def _inputs(o: dict, log) -> Tuple[str, Path, CaptionSchedule]:
@@ -303,7 +312,11 @@ def _write_summary(report: pipeline.RunReport, engine: Engine, outputs: pipeline
         "outputs": {k: str(v) for k, v in report.outputs.items()},
     }
     path = outputs.folder / SUMMARY_FILE
-    atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the run summary ({e.strerror or e}); check free space and "
+                          "permissions") from e
     return path
 
 

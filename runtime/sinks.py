@@ -263,6 +263,10 @@ class CsvSink(Sink):
         _write_file(self.path, text.getvalue().encode("utf-8"))
 
 
+def _reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{float(value):.6g}"
 
@@ -315,6 +319,8 @@ class VideoSink(Sink):
         return np.hstack(parts)
 
     def _write(self, frame: Frame, depth_m: np.ndarray, extras: Extras) -> None:
+        if self._pending.done:
+            raise OutputError(f"{self.path}: the video was given up after an earlier error")
         picture = self.compose(frame, depth_m)
         if self._container is None:
             h, w = picture.shape[:2]
@@ -325,8 +331,10 @@ class VideoSink(Sink):
         try:
             for packet in self._stream.encode(video_frame):
                 self._container.mux(packet)
-        except av.FFmpegError as e:
-            raise OutputError(f"{self.path}: video encoding failed ({e})") from e
+        except (av.FFmpegError, OSError) as e:
+            self._abandon()
+            raise OutputError(f"{self.path}: cannot write the video ({_reason(e)}); check free space and "
+                              "permissions") from e
 
     def _open(self, height: int, width: int) -> None:
         try:
@@ -359,9 +367,20 @@ class VideoSink(Sink):
                 self._container.mux(packet)
             self._container.close()
         except (av.FFmpegError, OSError) as e:
-            self._pending.discard()
-            raise OutputError(f"{self.path}: cannot finalize the video ({e})") from e
+            self._abandon()
+            raise OutputError(f"{self.path}: cannot finalize the video ({_reason(e)}); check free space and "
+                              "permissions") from e
         self._pending.commit()
+
+    def _abandon(self) -> None:
+        """After a failed write the muxer's state is unknown: close the container without flushing
+        the encoder (muxing after an I/O error crashed FFmpeg here) and drop the temporary file."""
+        container, self._container = self._container, None
+        try:
+            container.close()
+        except (av.FFmpegError, OSError):
+            pass
+        self._pending.discard()
 
 
 class SinkGroup(Sink):

@@ -109,9 +109,15 @@ def read_image(path: Path | str) -> np.ndarray:
     path = _existing_file(str(path))
     data = np.fromfile(path, dtype=np.uint8)  # imdecode: also works for non-ASCII paths
     flags = cv2.IMREAD_COLOR if data[:3].tobytes() == _JPEG_MAGIC else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(data, flags)
+    try:
+        img = cv2.imdecode(data, flags)
+    except cv2.error as e:  # e.g. a header claiming more pixels than CV_IO_MAX_IMAGE_PIXELS allows
+        reason = str(e).split("error: ")[-1].strip()
+        raise SourceError(f"{path}: OpenCV refuses to decode this image ({reason}); if it is really "
+                          "that large, downscale it first") from None
     if img is None:
-        raise SourceError(f"{path}: not a readable image (OpenCV could not decode it)")
+        raise SourceError(f"{path}: not a readable image (corrupt, truncated, or not the format its "
+                          "extension says); re-save it as PNG or JPEG")
     return _to_rgb(img, path)
 
 
@@ -272,8 +278,9 @@ class VideoSource(FrameSource):
                 return
             except (av.FFmpegError, ValueError) as e:
                 if index == 0:
-                    raise SourceError(f"{self._spec}: cannot decode the video "
-                                      f"({_av_reason(e)})") from e
+                    raise SourceError(f"{self._spec}: cannot decode the video ({_av_reason(e)}); it "
+                                      "may be damaged or truncated, or re-encode it as H.264 "
+                                      "(ffmpeg -i IN -c:v libx264 OUT.mp4)") from e
                 _warn(f"{self._spec}: decoding stopped after {index} frames "
                       f"({_av_reason(e)}); the file may be truncated")
                 return
@@ -326,7 +333,8 @@ def _open_container(path: Path) -> "av.container.InputContainer":
         container = av.open(str(path))
     except (av.FFmpegError, ValueError) as e:
         raise SourceError(f"{path}: not a video or image this runtime can read "
-                          f"({_av_reason(e)})") from e
+                          f"({_av_reason(e)}); a video may be damaged or truncated (an mp4 cut "
+                          "short loses its index)") from e
     if container.format.name in _NOT_VIDEO_FORMATS or not container.streams.video:
         container.close()
         raise SourceError(f"{path}: the file has no video stream (not a video)")

@@ -7,10 +7,11 @@
 
 Each row: the input, the component that got it, the outcome and the message a user saw.
 Outcomes: "clear error" (one-line error naming the problem and the fix, non-zero exit or a
-documented exception), "worked" (a valid-but-odd input gave correct outputs), CRASH (a traceback,
+documented exception), "worked" (a valid-but-odd input gave correct outputs), "unclear error" (one
+line, no traceback, but it does not name the problem or the fix), CRASH (a traceback,
 a wrong answer, or a bad input accepted silently), LEFTOVER (a temporary or half-written file, a
 failed run's outputs, or a poisoned cache entry), skipped. The same cases run under pytest in
-tests/test_battery.py. Exits 1 if any case crashed or left something behind.
+tests/test_battery.py. Exits 1 if a case not marked as a known, reported bug failed.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.battery import CASES, CLEAR, CRASH, LEFTOVER, SKIPPED, WORKED, Context, run_case  # noqa: E402
+from tests.battery import CASES, CLEAR, CRASH, LEFTOVER, SKIPPED, UNCLEAR, WORKED, Context, run_case  # noqa: E402
 from tests.battery.harness import build_engine_bundle  # noqa: E402
 
 
@@ -81,15 +82,19 @@ def main(bundle, only, details, keep, width):
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     click.echo(_table(outcomes, width or shutil.get_terminal_size((160, 20)).columns))
-    count = {v: sum(o.verdict == v for o in outcomes) for v in (CLEAR, WORKED, CRASH, LEFTOVER, SKIPPED)}
+    count = {v: sum(o.verdict == v for o in outcomes) for v in (CLEAR, WORKED, UNCLEAR, CRASH, LEFTOVER, SKIPPED)}
     click.echo(f"\n{len(outcomes)} inputs tried: {count[CLEAR]} clear errors, {count[WORKED]} worked, "
-               f"{count[CRASH]} crashes, {count[LEFTOVER]} with files left or corrupted, {count[SKIPPED]} skipped "
-               f"({time.perf_counter() - started:.0f} s)")
+               f"{count[UNCLEAR]} unclear errors, {count[CRASH]} crashes, {count[LEFTOVER]} with files left or "
+               f"corrupted, {count[SKIPPED]} skipped ({time.perf_counter() - started:.0f} s)")
+    known = [o for o in outcomes if o.case.known and o.verdict not in (CLEAR, WORKED)]
+    for o in known:
+        click.echo(f"  known, reported: {o.case.input} ({o.case.component}): {o.case.known}")
     if details:
         for o in outcomes:
-            if o.verdict in (CRASH, LEFTOVER):
+            if o.verdict in (UNCLEAR, CRASH, LEFTOVER):
                 click.echo(f"\n=== {o.case.input} ({o.case.component}): {o.verdict}\n{o.details or o.message}")
-    sys.exit(1 if count[CRASH] or count[LEFTOVER] else 0)
+    unexpected = [o for o in outcomes if o.verdict in (UNCLEAR, CRASH, LEFTOVER) and not o.case.known]
+    sys.exit(1 if unexpected else 0)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -44,13 +45,15 @@ def read_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], O
 
 def _read_torch(path: Path) -> Mapping[str, object]:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"cannot read {path}: not a tensors-only PyTorch checkpoint (corrupt, or it holds objects we "
             f"refuse to unpickle); re-save it as tensors, e.g. torch.save({{'state_dict': sd}}, path)"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # corrupt zip, truncated file
+    except Exception as e:  # an untrusted file can fail inside torch.load in many ways (zip, pickle, storage)
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint (corrupt or truncated): {e}") from e
     for key in _WRAPPER_KEYS:
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):

@@ -44,7 +44,8 @@ class _OrtBackend(Backend):
         try:
             session = ort.InferenceSession(str(cls.graph_file(bundle, graph)), options, providers=cls.provider_list(bundle))
         except Exception as e:  # ORT raises its own exception types for broken graphs
-            raise BundleError(f"ONNX Runtime cannot load the {graph} graph: {e}") from e
+            raise BundleError(f"ONNX Runtime cannot load the {graph} graph ({e}): re-export the bundle") from e
+        _check_io(session, bundle.graph(graph))
         return cls(session)
 
     @classmethod
@@ -54,6 +55,29 @@ class _OrtBackend(Backend):
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
         return dict(zip(self.output_names, outputs))
+
+
+def _check_io(session, spec) -> None:
+    """The graph must take exactly the inputs the manifest names and give its outputs, with the
+    same rank and static sizes; otherwise a run would fail on a missing feed or a wrong shape."""
+    ins = {i.name: i.shape for i in session.get_inputs()}
+    outs = {o.name: o.shape for o in session.get_outputs()}
+    problems = [f"no input {n!r}" for n in spec.inputs if n not in ins]
+    problems += [f"an unknown input {n!r}" for n in ins if n not in spec.inputs]
+    problems += [f"no output {n!r}" for n in spec.outputs if n not in outs]
+    for name, want in [*spec.inputs.items(), *spec.outputs.items()]:
+        have = ins.get(name, outs.get(name))
+        if have is not None and not _same_shape(have, want):
+            problems.append(f"{name} is {list(have)}, not {list(want)}")
+    if problems:
+        raise BundleError(f"the {spec.name} graph ({spec.file}) does not match the manifest: {'; '.join(problems)}: "
+                          "re-export the bundle")
+
+
+def _same_shape(have, want) -> bool:
+    """Same rank; where both sides give a number (not a symbolic or -1 dimension), the same number."""
+    fixed = lambda d: isinstance(d, int) and d >= 0  # noqa: E731
+    return len(have) == len(want) and all(a == b for a, b in zip(have, want) if fixed(a) and fixed(b))
 
 
 class OrtCpu(_OrtBackend):

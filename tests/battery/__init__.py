@@ -6,9 +6,9 @@ error or works, ``scripts/battery.py`` prints them as a table. See harness.py fo
 from .cases_files import CASES as _FILES
 from .cases_media import CASES as _MEDIA
 from .cases_run import CASES as _RUN
-from .harness import CLEAR, CRASH, GOOD, LEFTOVER, SKIPPED, WORKED, Case, Context, Outcome, run_case
+from .harness import CLEAR, CRASH, GOOD, LEFTOVER, SKIPPED, UNCLEAR, WORKED, Case, Context, Outcome, run_case
 
 CASES = [*_MEDIA, *_FILES, *_RUN]
 
-__all__ = ["CASES", "CLEAR", "CRASH", "GOOD", "LEFTOVER", "SKIPPED", "WORKED", "Case", "Context", "Outcome",
-           "run_case"]
+__all__ = ["CASES", "CLEAR", "CRASH", "GOOD", "LEFTOVER", "SKIPPED", "UNCLEAR", "WORKED", "Case", "Context",
+           "Outcome", "run_case"]

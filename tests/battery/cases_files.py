@@ -180,6 +180,18 @@ def _external_data(bundle: Path, ctx: Context) -> None:
     make.edit_manifest(bundle, lambda m: None, resign=True)  # as a bundle's author could
 
 
+def _foreign_graph(bundle: Path, ctx: Context) -> None:
+    """A valid ONNX graph with other inputs (x -> y) in place of the image graph, checksums redone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    weight = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1], io[1:], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (bundle / "image.onnx").write_bytes(model.SerializeToString())
+    make.edit_manifest(bundle, lambda m: None, resign=True)
+
+
 def foreign_text_encoder(ctx: Context) -> Result:
     """Another text encoder's bundle must never be served embeddings cached for this one."""
     bundle = ctx.copy_bundle()
@@ -364,10 +376,20 @@ CASES = [
     Case("bundle: graph symlinked outside the bundle", "tr2m-run", _bundle(_symlinked_graph, r"outside the bundle")),
     Case("bundle: graph file not covered by the checksums", "tr2m-run", _bundle(_unlisted_graph,
                                                                                   r"unlisted.onnx.*checksum")),
-    Case("bundle: ONNX external data outside the bundle", "tr2m-run", _bundle(_external_data, r"escapes")),
+    Case("bundle: ONNX external data outside the bundle", "tr2m-run", _bundle(_external_data, r"escapes.*re-export")),
+    Case("bundle: image graph with other inputs than the manifest", "tr2m-run", _bundle(
+        _foreign_graph, r"does not match the manifest: no input 'image'.*re-export")),
+    Case("bundle: frame size in the manifest differs from the graph", "tr2m-run", _bundle(
+        lambda b, c: make.edit_manifest(b, lambda m: m["preprocessing"].update(height=70)),
+        r"resizes frames to 70x70 but image takes 56x70")),
+    Case("bundle: manifest field missing", "tr2m-run", _bundle(
+        lambda b, c: make.edit_manifest(b, lambda m: m["preprocessing"].pop("height")), r"malformed.*re-export")),
     Case("bundle: Python files planted as the tokenizer", "tr2m-run", executable_in_bundle),
     Case("runtime: never unpickles or executes bundle content", "runtime (source)", runtime_source_audit),
     Case("bundle: tampered graph file", "tr2m-export trt", tampered_trt),
+    Case("bundle: unknown graph name", "tr2m-export trt", lambda ctx: ctx.export(
+        "trt", "--bundle", ctx.copy_bundle(), "--graphs", "nope", "--flavour", "rtx", "--target", "sm86"
+    ).error(r"no 'nope' graph \(it has: image")),
     Case("bundle: tampered text graph", "tr2m-eval", tampered_eval),
     Case("bundle: folder does not exist", "runtime.Engine.open", engine_open_missing),
     Case("engine: fits this GPU and TensorRT (control)", "runtime.engine_meta", engine_fits),

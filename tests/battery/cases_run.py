@@ -153,10 +153,22 @@ def cache_entry_is_folder(ctx: Context) -> Result:
     return worked("warned, cached in memory for the run: " + seen.warnings()[-1][9:90])
 
 
-def cache_folder_is_file(ctx: Context) -> Result:
+def cache_dir_is_file(ctx: Context) -> Result:
     blocker = ctx.path("cache")
     blocker.write_text("a file where the cache folder should be")
-    seen = ctx.run(frame_image(ctx), cache=blocker).ok()
+    return ctx.run(frame_image(ctx), cache=blocker).error(r"--cache-dir.*is a file")
+
+
+def default_cache_unusable(ctx: Context) -> Result:
+    """No --cache-dir and the user cache folder cannot be made: cache in memory, warn, go on."""
+    blocker = ctx.path("xdg-cache")
+    blocker.write_text("a file where the user's cache folder should be")
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(blocker)
+    try:
+        seen = ctx.run(frame_image(ctx), cache=False).ok()
+    finally:
+        os.environ.pop("XDG_CACHE_HOME") if saved is None else os.environ.__setitem__("XDG_CACHE_HOME", saved)
     expect(any("memory only" in w for w in seen.warnings()), f"no warning: {seen.err!r}")
     return worked("warned: caching in memory only")
 
@@ -218,6 +230,37 @@ def ctrl_c(where: str, seed: int):
     return case
 
 
+def ctrl_c_before_first_frame(ctx: Context) -> Result:
+    """Ctrl-C after the output folder was made but before the loop took over Ctrl-C (in process:
+    the signal's timing cannot be forced from outside)."""
+    import runtime.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    real, runtime.cli._log_start = runtime.cli._log_start, interrupted
+    try:
+        seen = ctx.run(make.video(ctx.path("clip.mp4"), n=5))
+    finally:
+        runtime.cli._log_start = real
+    if seen.crash or seen.code != 130 or "nothing was written" not in seen.err:
+        raise Crash(f"exit {seen.code}: {seen.err.strip()[-200:]}", seen.explain())
+    expect(not ctx.out.exists(), f"{ctx.out.name}/ was left although nothing was written")
+    return worked(f"exit 130, {_last(seen.err)}; no output folder left")
+
+
+def ctrl_c_during_imports(ctx: Context) -> Result:
+    """SIGINT while the interpreter is still importing the CLI's modules (first ~0.5 s)."""
+    delay = random.Random(4).uniform(0.05, 0.15)
+    proc = _spawn(ctx, frame_image(ctx), ctx.out, ctx.cache, "--caption", "a room")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if "Traceback" in err or proc.returncode != 130:
+        raise Crash(f"exit {proc.returncode} after Ctrl-C {delay:.2f} s into start-up: {_last(err)}")
+    expect(not ctx.out.exists(), "output folder left")
+    return worked(f"exit 130 {delay:.2f} s into start-up, nothing written")
+
+
 def _wait_for(proc: subprocess.Popen, out: Path, where: str, rng: random.Random) -> str:
     """Wait until the run reaches ``where`` ("start": its output folder exists; "run": frames are being
     written), then a random extra delay; returns a description of the moment."""
@@ -263,19 +306,21 @@ def out_is_a_file(ctx: Context) -> Result:
 
 
 class TinyDisk:
-    """Every file written through ``open`` (runtime.atomic) or PyAV's ``av.open`` (the video) shares
-    ``capacity`` bytes; the write that crosses it stores what fits and raises OSError(ENOSPC)."""
+    """A disk that fills up, for the files written through runtime.atomic (frames, run.json, cache):
+    they share ``capacity`` bytes, and the write that crosses it stores what fits and raises
+    OSError(ENOSPC). ``video=True`` also turns the video's temporary file into a link to /dev/full,
+    so that FFmpeg's own writes fail with ENOSPC (when its buffer is first flushed)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.left = capacity
+    def __init__(self, capacity: int, *, video: bool = False) -> None:
+        self.left, self.video = capacity, video
 
     def take(self, f, data) -> int:
-        n = len(memoryview(data).cast("B"))
-        if n > self.left:
-            f.write(memoryview(data).cast("B")[: self.left])
+        data = memoryview(data).cast("B")
+        if len(data) > self.left:
+            f.write(data[: self.left])
             self.left = 0
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.left -= n
+        self.left -= len(data)
         return f.write(data)
 
     def open(self, path, mode="r", *args, **kwargs):
@@ -291,8 +336,8 @@ class TinyDisk:
         real_av_open = av.open
 
         def av_open(target, mode="r", **kwargs):
-            if mode == "w" and isinstance(target, str):
-                return real_av_open(_MeteredFile(io.open(target, "wb"), self), mode, **kwargs)
+            if self.video and mode == "w" and isinstance(target, str) and Path(target).name.startswith("."):
+                os.symlink("/dev/full", target)  # the temporary video file
             return real_av_open(target, mode, **kwargs)
         runtime.atomic.open = self.open
         av.open = av_open
@@ -310,27 +355,18 @@ class _MeteredFile(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def seekable(self) -> bool:
-        return True
-
     def write(self, data) -> int:
         return self.disk.take(self.f, data)
-
-    def seek(self, offset, whence=0):
-        return self.f.seek(offset, whence)
-
-    def tell(self):
-        return self.f.tell()
 
     def close(self) -> None:
         self.f.close()
         super().close()
 
 
-def full_disk(capacity: int, outputs: tuple, where: str):
+def full_disk(capacity: int, outputs: tuple, where: str, *, video: bool = False):
     def case(ctx: Context) -> Result:
         clip = make.video(ctx.path("clip.mp4"), n=20)
-        with TinyDisk(capacity).mounted():
+        with TinyDisk(capacity, video=video).mounted():
             seen = ctx.run(clip, *outputs)
         result = seen.error(r"No space left on device.*(free space|space)")
         ctx.partial_ok = True
@@ -355,6 +391,13 @@ def frame_api(frame, pattern: str):
     return case
 
 
+def empty_batch(ctx: Context) -> Result:
+    from runtime.errors import FrameError
+
+    engine = _engine(ctx)
+    return api_error(lambda: engine.predict_batch([], []), (FrameError,), r"no frames")
+
+
 def engine_open_api(pattern: str, **options):
     def case(ctx: Context) -> Result:
         from runtime import Engine
@@ -376,6 +419,29 @@ def export_existing_out(ctx: Context) -> Result:
     result = seen.error(r"already exists.*--force")
     expect((ctx.root / "bundle" / "keep.txt").read_text() == "someone's work", "the existing folder was touched")
     return result
+
+
+def export_bad_parity_frame(ctx: Context) -> Result:
+    bad = ctx.path("frame.jpg")
+    bad.write_bytes(b"\xff\xd8\xff" + bytes(100))
+    seen = ctx.export("onnx", "--preset", "tiny", "--random-init", "--parity-frame", bad, "--out", ctx.root / "bundle")
+    result = seen.error(r"frame.jpg: not a readable image")
+    expect(not (ctx.root / "bundle").exists(), "a bundle was written")
+    return result
+
+
+def eval_output_read_only(ctx: Context) -> Result:
+    from .cases_files import eval_args
+
+    report = _unwritable_folder(ctx) / "report.json"
+    return ctx.evaluate(*eval_args(ctx), "--bundle", ctx.bundle, "--output", report).error(
+        r"[^.]report\.json(?!\.tmp).*(check|writable|choose|another)")
+
+
+def train_out_read_only(ctx: Context) -> Result:
+    from .cases_files import TRAIN
+
+    return ctx.train(*TRAIN, "--out", _unwritable_folder(ctx) / "run").error(r"run")
 
 
 def calib_bad_video(ctx: Context) -> Result:
@@ -403,7 +469,7 @@ def train_datasets_not_utf8(ctx: Context) -> Result:
     path = ctx.path("datasets.json")
     path.write_bytes(b'[{"name": "nyu", "root": "caf\xe9"}]')
     return ctx.train("--preset", "tiny", "--random-init", "--datasets-json", path, "--out", ctx.root / "run"
-                     ).error(r"datasets.json|UTF-8|utf-8")
+                     ).error(r"datasets.json.*(UTF-8|utf-8)")
 
 
 def eval_missing_root(ctx: Context) -> Result:
@@ -431,14 +497,20 @@ CASES = [
     Case("cache: entry holding NaN", "tr2m-run", _cache_fault(_nan_entry, "NaN embedding")),
     Case("cache: entry with a planted pickle", "tr2m-run", cache_pickle_never_runs),
     Case("cache: entry is a folder", "tr2m-run", cache_entry_is_folder),
-    Case("cache: folder is a file", "tr2m-run", cache_folder_is_file),
+    Case("cache: --cache-dir is a file", "tr2m-run", cache_dir_is_file),
+    Case("cache: default cache folder cannot be created", "tr2m-run", default_cache_unusable),
     Case("cache: written by two runs at once", "tr2m-run x2", two_runs(same_out=False)),
     Case("outputs: two runs writing the same folder", "tr2m-run x2", two_runs(same_out=True)),
     Case("outputs: read-only folder", "tr2m-run", read_only_out),
     Case("outputs: --out under a file", "tr2m-run", out_is_a_file),
     Case("outputs: disk full while writing frame files", "tr2m-run",
          full_disk(40_000, ("--png16", "--no-video"), "PNG frames")),
-    Case("outputs: disk full while writing the video", "tr2m-run", full_disk(6_000, (), "depth.mp4")),
+    Case("outputs: disk full while writing the video", "tr2m-run", full_disk(10**9, (), "depth.mp4", video=True)),
+    Case("outputs: disk full when writing run.json", "tr2m-run", full_disk(200, (), "run.json")),
+    Case("Ctrl-C: while Python imports the CLI", "tr2m-run (SIGINT)", ctrl_c_during_imports,
+         known="runtime/cli.py start-up: a KeyboardInterrupt traceback (exit -2) while av/cv2/numpy load; "
+               "needs a light entry point (and a lazy runtime/__init__)"),
+    Case("Ctrl-C: before the first frame (injected)", "tr2m-run", ctrl_c_before_first_frame),
     Case("Ctrl-C: right after start-up", "tr2m-run (SIGINT)", ctrl_c("start", seed=1)),
     Case("Ctrl-C: at a random frame (1)", "tr2m-run (SIGINT)", ctrl_c("run", seed=2)),
     Case("Ctrl-C: at a random frame (2)", "tr2m-run (SIGINT)", ctrl_c("run", seed=3)),
@@ -449,9 +521,20 @@ CASES = [
          engine_open_api(r"no int8 image graph", precision="int8")),
     Case("backend: unknown name", "runtime.Engine.open", engine_open_api(r"unknown backend.*ort-cpu", backend="cuda")),
     Case("preset: unknown name", "tr2m.create_model", unknown_preset),
+    Case("frames: empty batch", "runtime.Engine.predict_batch", empty_batch),
     Case("export: --out exists", "tr2m-export onnx", export_existing_out),
+    Case("export: corrupt parity frame", "tr2m-export onnx", export_bad_parity_frame),
+    Case("export: unknown preset", "tr2m-export onnx", lambda ctx: ctx.export(
+        "onnx", "--preset", "paper-xl", "--random-init", "--out", ctx.root / "bundle").error(r"unknown preset.*tiny")),
+    Case("outputs: --output in a read-only folder", "tr2m-eval", eval_output_read_only,
+         known="tr2m/evaluation: the OSError of the report's temporary file is printed raw: it names "
+               ".report.json.tmpPID, not the report, and gives no fix"),
+    Case("outputs: --out in a read-only folder", "tr2m-train", train_out_read_only,
+         known="tr2m/training/trainer.py _open_log: PermissionError from out_dir.mkdir escapes with a traceback "
+               "(cli treats OSError during training as a bug)"),
     Case("calibration: empty video", "tr2m-export trt --int8", calib_bad_video),
     Case("training state: garbage --resume", "tr2m-train", train_resume_garbage),
-    Case("datasets JSON: not UTF-8", "tr2m-train", train_datasets_not_utf8),
+    Case("datasets JSON: not UTF-8", "tr2m-train", train_datasets_not_utf8,
+         known="tr2m/training/cli.py: the UnicodeDecodeError of --datasets-json is printed without the file name"),
     Case("dataset: root missing", "tr2m-eval", eval_missing_root),
 ]

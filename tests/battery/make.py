@@ -20,18 +20,21 @@ import numpy as np
 
 
 # ------------------------------------------------------------------------------ videos
-def frames(n: int, size=(48, 64), seed: int = 0) -> list:
-    """n uint8 RGB frames [H, W, 3] with moving structure (they compress like real video)."""
+def frames(n: int, size=(48, 64), seed: int = 0, *, noise: bool = False) -> list:
+    """n uint8 RGB frames [H, W, 3] with moving structure (they compress like real video), or
+    fresh noise each (every frame then takes about the same number of bytes)."""
     h, w = size
-    y, x = np.mgrid[0:h, 0:w]
     rng = np.random.default_rng(seed)
+    if noise:
+        return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+    y, x = np.mgrid[0:h, 0:w]
     base = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
     return [np.ascontiguousarray(base + np.stack([(x + 3 * i) % 128, (y + i) % 128, (x + y) % 64], -1).astype(np.uint8))
             for i in range(n)]
 
 
 def video(path: Path, n: int = 10, size=(48, 64), fps: int = 10, *, pts_ms: Optional[Sequence[int]] = None,
-          rotation: int = 0, faststart: bool = False) -> Path:
+          rotation: int = 0, faststart: bool = False, noise: bool = False) -> Path:
     """H.264 mp4 of n generated frames; pts_ms gives each frame's time (variable frame rate);
     rotation writes a display matrix; faststart puts the index before the data."""
     options = {"movflags": "faststart"} if faststart else {}
@@ -39,13 +42,14 @@ def video(path: Path, n: int = 10, size=(48, 64), fps: int = 10, *, pts_ms: Opti
         stream = container.add_stream("libx264", rate=1000 if pts_ms is not None else fps)
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast"}  # the 8K clip would take seconds otherwise
         if pts_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         if rotation:
             stream.set_display_rotation(rotation)
         if n == 0:
             container.start_encoding()
-        for i, rgb in enumerate(frames(n, size)):
+        for i, rgb in enumerate(frames(n, size, noise=noise)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             if pts_ms is not None:
                 frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
@@ -108,12 +112,6 @@ def flip_byte(path: Path, at: float = 0.5) -> Path:
     data[int(len(data) * at)] ^= 0xFF
     path.write_bytes(bytes(data))
     return path
-
-
-def png_shape(path: Path) -> tuple:
-    """(height, width) from a PNG's header (cheap for huge images)."""
-    width, height = struct.unpack(">II", path.read_bytes()[16:24])
-    return height, width
 
 
 def npy_shape(npz: Path, name: str = "depth") -> tuple:

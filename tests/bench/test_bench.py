@@ -16,6 +16,7 @@ def test_bench_runs_end_to_end_and_writes_the_results_file(tiny_bundle, shared_d
     out, js = tmp_path / "RESULTS.md", tmp_path / "results.json"
     args = ["--bundle", str(tiny_bundle.bundle), "--preset", "tiny", "--size", "56x70", "--backends", ROWS,
             "--repeats", "1", "--warmup", "0", "--batch", "2", "--video-frames", "4", "--every", "2",
+            "--paired-rounds", "1",
             "--frame", str(shared_data / "metric3d_nyu" / "rgb" / "rgb_00000.jpg"),
             "--frame", str(shared_data / "metric3d_kitti" / "rgb" / "0000000005.png"),
             "--video", str(shared_data / "videos" / "sam2_bedroom.mp4"),
@@ -24,7 +25,8 @@ def test_bench_runs_end_to_end_and_writes_the_results_file(tiny_bundle, shared_d
     assert result.exit_code == 0, result.output
     summary = json.loads(js.read_text())
     rows = summary["backends"]
-    assert [rows[n]["status"] for n in ("pytorch-fp32", "ort-cpu-fp32", "ort-cpu-fp16", "ort-cpu-int8dyn")] == ["ok"] * 4
+    ran = ("pytorch-fp32", "ort-cpu-fp32", "ort-cpu-fp16", "ort-cpu-int8dyn")
+    assert [rows[n]["status"] for n in ran] == ["ok"] * 4
     assert rows["ort-cuda-fp32"]["status"] == "skipped" and rows["ort-cpu-int8"]["status"] == "skipped"
     assert summary["reference"] == "pytorch-fp32"
     assert rows["pytorch-fp32"]["info"]["weights_match_bundle"] is True
@@ -33,13 +35,17 @@ def test_bench_runs_end_to_end_and_writes_the_results_file(tiny_bundle, shared_d
     for name in ("pytorch-fp32", "ort-cpu-fp32"):
         assert rows[name]["peak_rss_mb"] > 0 and len(rows[name]["batch_ms"]) == 1
         assert {"preprocess", "image", "postprocess"} <= set(rows[name]["stages_ms"])
+    paired = summary["paired"]
+    assert paired["reference"] == "pytorch-fp32"
+    assert set(paired["rows"]) == {n for n in rows if rows[n]["status"] == "ok"}
+    assert all(len(r["wall_ms"]) == 1 for r in paired["rows"].values())
     video = summary["video"]["videos"][0]
-    assert video["frames"] == 4 and video["loop"]["frames"] == 4
+    assert video["frames"] == 4 and video["loop"]["frames"] == 4 and video["loop"]["ratio_wall"] > 0
     assert [k["keyframes"] for k in video["keyframe"]] == [2, 2] and video["keyframe"][0]["keyframes_exact"]
     text = out.read_text()
     assert report.BEGIN in text and report.END in text
     for needle in ("| backend | frame ms (med/p90)", "| pytorch-fp32 |", "| ort-cpu-int8dyn |", "### Targets",
-                   "ORT CPU FP32 latency / PyTorch eager FP32", "keyframe K=2", "GFLOP"):
+                   "Interleaved", "ORT CPU FP32 latency / PyTorch eager FP32", "keyframe K=2", "GFLOP"):
         assert needle in text, needle
 
 

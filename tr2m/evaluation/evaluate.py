@@ -156,13 +156,26 @@ def format_table(metrics: Mapping[str, float]) -> str:
     return f"{head}\n{values}"
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities -> None (JSON has no such numbers), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as indented JSON, atomically (temporary file in the same folder, then rename)."""
+    """Write `data` as indented, strict JSON (non-finite floats become null), atomically: a
+    temporary file in the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+        text = json.dumps(_strict(data), indent=2, default=str, allow_nan=False)
+        tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

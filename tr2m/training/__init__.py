@@ -1,1 +1,4 @@
-"""Training: the TR2M losses (`losses`); the trainer and CLI build on them."""
+"""Training: the TR2M losses (`losses`), the trainer (`trainer`) and `tr2m-train` (`cli`)."""
+from .trainer import TrainConfig, Trainer, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train"]
