@@ -63,14 +63,13 @@ def main(bundle, only, details, keep, width):
     """Run the battery and print one row per case."""
     cases = [c for c in CASES if not only or re.search(only, f"{c.input} {c.component}", re.IGNORECASE)]
     scratch = Path(tempfile.mkdtemp(prefix="tr2m-battery-"))
-    started = time.perf_counter()
+    started, outcomes = time.perf_counter(), []
     try:
         bundle = bundle or _tiny_bundle(scratch)
         engine = functools.cache(lambda: build_engine_bundle(bundle, scratch / "engine-bundle"))
-        outcomes = []
         for i, case in enumerate(cases):
             ctx = Context(bundle=Path(bundle), root=scratch / f"case{i:03d}", cache=scratch / "cache",
-                          shared=REPO.parent / "shared" / "data", engine_bundle=engine)
+                          engine_bundle=engine)
             ctx.root.mkdir()
             outcome = run_case(case, ctx)
             click.echo(f"[{i + 1}/{len(cases)}] {outcome.verdict:11s} {case.input} ({case.component}) "

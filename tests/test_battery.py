@@ -31,9 +31,9 @@ def battery(tiny_bundle, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_answered_clearly_and_loses_nothing(case, battery, tmp_path, shared_data):
+def test_bad_input_is_answered_clearly_and_loses_nothing(case, battery, tmp_path):
     bundle, cache, engine = battery
-    ctx = Context(bundle=bundle, root=tmp_path, cache=cache, shared=shared_data, engine_bundle=engine)
+    ctx = Context(bundle=bundle, root=tmp_path, cache=cache, engine_bundle=engine)
     outcome = run_case(case, ctx)
     if outcome.verdict == SKIPPED:
         pytest.skip(outcome.message)

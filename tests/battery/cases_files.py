@@ -195,7 +195,7 @@ def _foreign_graph(bundle: Path, ctx: Context) -> None:
 def foreign_text_encoder(ctx: Context) -> Result:
     """Another text encoder's bundle must never be served embeddings cached for this one."""
     bundle = ctx.copy_bundle()
-    ctx.run(frame_image(ctx), out=ctx.root / "first").ok()  # the shared cache now holds "a room" for the original encoder
+    ctx.run(frame_image(ctx), out=ctx.root / "first").ok()  # the shared cache: "a room" for the original encoder
     make.edit_manifest(bundle, lambda m: m["text_encoder"].update(id="open_clip:ViT-B-32@0123456789abcdef",
                                                                   name="open_clip:ViT-B-32"))
     ctx.run(frame_image(ctx), bundle=bundle).ok()
@@ -361,8 +361,8 @@ CASES = [
     Case("checkpoint: entries that are not tensors", "tr2m.read_checkpoint", non_tensor_entries),
     Case("bundle: missing graph file", "tr2m-run", _bundle(lambda b, c: (b / "image.onnx").unlink(),
                                                              r"missing image.onnx.*re-export")),
-    Case("bundle: truncated graph file", "tr2m-run", _bundle(lambda b, c: make.cut(b / "text.onnx", b / "text.onnx", .5),
-                                                               r"text.onnx.*checksum")),
+    Case("bundle: truncated graph file", "tr2m-run", _bundle(
+        lambda b, c: make.cut(b / "text.onnx", b / "text.onnx", .5), r"text.onnx.*checksum")),
     Case("bundle: tampered graph file (one byte)", "tr2m-run", _bundle(lambda b, c: make.flip_byte(b / "image.onnx"),
                                                                          r"image.onnx.*checksum")),
     Case("bundle: manifest is not JSON", "tr2m-run", _bundle(lambda b, c: (b / "manifest.json").write_text("{oops"),

@@ -5,7 +5,6 @@ import csv
 import json
 import shutil
 
-import cv2
 import numpy as np
 
 from . import make
@@ -238,7 +237,8 @@ CASES = [
     Case("image: RGBA", "tr2m-run", _odd_image("rgba.png", np.dstack([make.frames(1, (30, 40))[0],
                                                                           np.full((30, 40), 7, np.uint8)]))),
     Case("image: 16-bit RGB", "tr2m-run", _odd_image("rgb16.png", make.frames(1, (30, 40))[0].astype(np.uint16) * 257)),
-    Case("image: 16-bit grayscale", "tr2m-run", _odd_image("gray16.png", np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50)),
+    Case("image: 16-bit grayscale", "tr2m-run", _odd_image("gray16.png",
+                                                          np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50)),
     Case("image: corrupt JPEG (truncated)", "tr2m-run", jpeg_truncated),
     Case("image: corrupt JPEG (garbage after the header)", "tr2m-run", jpeg_garbage),
     Case("image: text file named .png", "tr2m-run", text_named_png),

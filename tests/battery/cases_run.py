@@ -88,13 +88,13 @@ def _cache_fault(spoil, note: str):
         expect(counts == {"hits": 0, "misses": 1}, f"the spoiled entry was served: cache {counts}")
         expect(any("cache" in w for w in seen.warnings()), f"no warning about the cache entry: {seen.err!r}")
         bundle = json.loads((ctx.bundle / "manifest.json").read_text())["text_encoder"]
-        again = CaptionCache(bundle["id"], bundle["dim"], cache).get_or_compute(["a room"], lambda c: pytest_fail(c))
+        again = CaptionCache(bundle["id"], bundle["dim"], cache).get_or_compute(["a room"], _must_not_compute)
         expect(np.array_equal(again[0], truth), "the recomputed entry differs from the original")
         return worked(f"{note}; warned, recomputed, entry whole again")
     return case
 
 
-def pytest_fail(captions):
+def _must_not_compute(captions):
     raise Crash(f"the cache did not serve {captions} after the repair")
 
 

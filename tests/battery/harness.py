@@ -230,7 +230,6 @@ class Context:
     bundle: Path
     root: Path
     cache: Path
-    shared: Optional[Path] = None
     engine_bundle: Optional[Callable[[], Path]] = None  # builds an RTX engine once (lazily)
     partial_ok: bool = False  # a failed run may leave complete outputs of the frames it did
 

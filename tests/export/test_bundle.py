@@ -110,8 +110,12 @@ def test_tampered_or_missing_files_are_rejected(tiny_bundle, tmp_path):
         Bundle.open(copy)
     (copy / "text.onnx").unlink()
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"].pop("image.onnx")
+    manifest["files"].pop("image.onnx")  # a graph the manifest names must keep its checksum
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="names image.onnx but records no checksum"):
+        Bundle.open(copy)
+    shutil.copy(tiny_bundle.bundle / "image.onnx", copy / "image.onnx")
+    shutil.copy(tiny_bundle.bundle / "manifest.json", copy / "manifest.json")
     with pytest.raises(BundleError, match="missing text.onnx"):
         Bundle.open(copy)
 
