@@ -2,11 +2,15 @@
 
     python -m bench.profile ops --bundle DIR [--graph image] [--runs 2]
     python -m bench.profile sweep --bundle DIR [--graph image] [--runs 3] [--variants baseline,no-spin,...]
+    python -m bench.profile interleaved --bundle DIR [--rounds 3] [--variants fused-attention,no-spin,...]
 
 `ops` runs the graph with ORT's profiler and sums kernel time per op type (and lists the slowest
 nodes). `sweep` times the graph under session-option variants, each in a fresh process (so one
 variant's arena and threads cannot colour the next), on a real frame at batch 1, and prints the
-median per variant with the ratio to the first one. Variants that need a rewritten graph
+median per variant with the ratio to the first one. On a machine shared with other work, use
+`interleaved` instead: all variants' sessions live in one process and are called in turn, so each
+round sees the same load (the separate-process sweep mixes load changes into the ratios).
+Variants that need a rewritten graph
 (`fused-attention`: onnxruntime.transformers' optimizer fusing attention, LayerNorm and GELU) are
 written to a temporary folder first.
 """
@@ -184,6 +188,63 @@ def sweep(bundle, graph, runs, batch, variants, repeat_baseline):
         click.echo(f"{r['variant']:<18}{r['median_ms']:>11.1f}{r['median_ms'] / base:>9.3f}"
                    f"{r['median_cpu_ms']:>10.1f}{r['median_cpu_ms'] / base_cpu:>9.3f}{r['loadavg']:>6.1f}  "
                    + " ".join(f"{m:.0f}" for m in r["ms"]))
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--graph", default="image", show_default=True)
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--variants", default="baseline,fused-attention,no-spin,1-thread,iobinding", show_default=True)
+def interleaved(bundle, graph, rounds, variants):
+    """Every variant's session in this one process, called in turn each round (robust to the
+    machine's load); prints the median over rounds of (variant / baseline)."""
+    from runtime import Bundle
+
+    path = Bundle.open(bundle, verify=False).graph_path(graph)
+    feeds = _feeds(bundle, graph)
+    chosen = ["baseline"] + [v.strip() for v in variants.split(",") if v.strip() and v.strip() != "baseline"]
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = {}
+        for variant in chosen:
+            click.echo(f"  session: {variant} ...", err=True)
+            calls[variant] = _call(path, feeds, variant, Path(tmp), calls.get("baseline"))
+            calls[variant]()  # warm-up
+        wall = {v: [] for v in chosen}
+        cpu = {v: [] for v in chosen}
+        for r in range(rounds):
+            for variant, call in calls.items():
+                time.sleep(0.2)  # let the previous session's pool threads stop spinning
+                t, c = time.perf_counter(), time.process_time()
+                call()
+                wall[variant].append((time.perf_counter() - t) * 1e3)
+                cpu[variant].append((time.process_time() - c) * 1e3)
+            click.echo(f"  round {r + 1}/{rounds}: " + ", ".join(f"{v} {wall[v][-1]:.0f} ms" for v in chosen), err=True)
+    click.echo(f"{'variant':<18}{'median ms':>11}{'min ms':>9}{'cpu ms':>9}{'x baseline (wall)':>19}{'x baseline (cpu)':>18}")
+    for v in chosen:
+        click.echo(f"{v:<18}{np.median(wall[v]):>11.0f}{min(wall[v]):>9.0f}{np.median(cpu[v]):>9.0f}"
+                   f"{np.median(np.divide(wall[v], wall['baseline'])):>19.3f}"
+                   f"{np.median(np.divide(cpu[v], cpu['baseline'])):>18.3f}")
+
+
+def _call(path: Path, feeds, variant: str, tmp: Path, baseline=None):
+    """A zero-argument callable running the graph once under `variant`."""
+    if variant == "iobinding" and baseline is not None:
+        session = baseline.session
+    else:
+        source = fused_attention_graph(path, tmp) if variant == "fused-attention" else path
+        session = _session(source, "baseline" if variant in ("fused-attention", "iobinding") else variant)
+    names = [o.name for o in session.get_outputs()]
+    if variant == "iobinding":
+        binding = session.io_binding()
+        for k, v in feeds.items():
+            binding.bind_cpu_input(k, v)
+        for n in names:
+            binding.bind_output(n)
+        call = lambda: session.run_with_iobinding(binding)  # noqa: E731
+    else:
+        call = lambda: session.run(names, feeds)  # noqa: E731
+    call.session = session
+    return call
 
 
 @main.command(hidden=True)

@@ -175,7 +175,7 @@ def default_cache_unusable(ctx: Context) -> Result:
 
 # ------------------------------------------------------------------------------ subprocess runs
 def _spawn(ctx: Context, source: Path, out: Path, cache: Path, *extra) -> subprocess.Popen:
-    args = [sys.executable, "-m", "runtime.cli", str(source), "--bundle", str(ctx.bundle), "--out", str(out),
+    args = [sys.executable, "-m", "runtime", str(source), "--bundle", str(ctx.bundle), "--out", str(out),
             "--cache-dir", str(cache), "-q", *map(str, extra)]
     env = dict(os.environ, TR2M_THREADS="1")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -507,9 +507,7 @@ CASES = [
          full_disk(40_000, ("--png16", "--no-video"), "PNG frames")),
     Case("outputs: disk full while writing the video", "tr2m-run", full_disk(10**9, (), "depth.mp4", video=True)),
     Case("outputs: disk full when writing run.json", "tr2m-run", full_disk(200, (), "run.json")),
-    Case("Ctrl-C: while Python imports the CLI", "tr2m-run (SIGINT)", ctrl_c_during_imports,
-         known="runtime/cli.py start-up: a KeyboardInterrupt traceback (exit -2) while av/cv2/numpy load; "
-               "needs a light entry point (and a lazy runtime/__init__)"),
+    Case("Ctrl-C: while Python imports the CLI", "tr2m-run (SIGINT)", ctrl_c_during_imports),
     Case("Ctrl-C: before the first frame (injected)", "tr2m-run", ctrl_c_before_first_frame),
     Case("Ctrl-C: right after start-up", "tr2m-run (SIGINT)", ctrl_c("start", seed=1)),
     Case("Ctrl-C: at a random frame (1)", "tr2m-run (SIGINT)", ctrl_c("run", seed=2)),
@@ -526,15 +524,10 @@ CASES = [
     Case("export: corrupt parity frame", "tr2m-export onnx", export_bad_parity_frame),
     Case("export: unknown preset", "tr2m-export onnx", lambda ctx: ctx.export(
         "onnx", "--preset", "paper-xl", "--random-init", "--out", ctx.root / "bundle").error(r"unknown preset.*tiny")),
-    Case("outputs: --output in a read-only folder", "tr2m-eval", eval_output_read_only,
-         known="tr2m/evaluation: the OSError of the report's temporary file is printed raw: it names "
-               ".report.json.tmpPID, not the report, and gives no fix"),
-    Case("outputs: --out in a read-only folder", "tr2m-train", train_out_read_only,
-         known="tr2m/training/trainer.py _open_log: PermissionError from out_dir.mkdir escapes with a traceback "
-               "(cli treats OSError during training as a bug)"),
+    Case("outputs: --output in a read-only folder", "tr2m-eval", eval_output_read_only),
+    Case("outputs: --out in a read-only folder", "tr2m-train", train_out_read_only),
     Case("calibration: empty video", "tr2m-export trt --int8", calib_bad_video),
     Case("training state: garbage --resume", "tr2m-train", train_resume_garbage),
-    Case("datasets JSON: not UTF-8", "tr2m-train", train_datasets_not_utf8,
-         known="tr2m/training/cli.py: the UnicodeDecodeError of --datasets-json is printed without the file name"),
+    Case("datasets JSON: not UTF-8", "tr2m-train", train_datasets_not_utf8),
     Case("dataset: root missing", "tr2m-eval", eval_missing_root),
 ]

@@ -206,8 +206,11 @@ def _run(opts: Dict[str, Any]):
         report = evaluate(predictor, dataset, protocol, limit=opts["limit"], num_workers=opts["num_workers"],
                           progress=not opts["quiet"], per_image=opts["per_image"], dataset_name=opts["dataset"])
     if opts["output"]:
-        with _input_errors():
+        try:
             write_json(opts["output"], report.to_dict())
+        except OSError as e:
+            raise InputError(f"cannot write the report to {opts['output']}: {e.strerror or e}; "
+                             "choose a writable --output path") from None
     return report
 
 

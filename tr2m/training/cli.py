@@ -36,6 +36,8 @@ def _dataset_configs(dataset: Optional[str], root: Optional[str], datasets_json:
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
             return tuple(_dataset_config(entry) for entry in entries)
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text: save the datasets file as UTF-8 JSON") from None
         except (json.JSONDecodeError, TypeError) as e:
             raise InputError(f"{path}: expected a JSON list of dataset objects (name, root, split, ...): {e}") from None
     if dataset is None:
@@ -113,6 +115,10 @@ def main(**opts: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except InputError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as e:  # e.g. an --out folder that cannot be created or written
+        click.echo(f"error: cannot write {e.filename or opts['out_dir']}: {e.strerror or e}; "
+                   "choose a writable --out folder", err=True)
         sys.exit(EXIT_USAGE)
     from .trainer import describe
 
