@@ -30,6 +30,9 @@ class BackendSpec:
 
 REFERENCE = "pytorch-fp32"
 INT8_DYNAMIC = "ort-cpu-int8dyn"
+INT8_DYNAMIC_PER_CHANNEL = "ort-cpu-int8dyn-pc"
+# Rows whose graph the bench makes itself (bench.quant), with quantize_dynamic's per_channel.
+BENCH_MADE = {INT8_DYNAMIC: False, INT8_DYNAMIC_PER_CHANNEL: True}
 
 _SPECS = [
     BackendSpec(REFERENCE, "torch", "fp32", device="auto", note="eager PyTorch, as the authors run it (the reference)"),
@@ -37,7 +40,9 @@ _SPECS = [
     BackendSpec("ort-cpu-fp16", "engine", "fp16", "ort-cpu", note="FP16 image graph (LayerNorm, Softmax, depth in FP32)"),
     BackendSpec("ort-cpu-int8", "engine", "int8", "ort-cpu", note="Q/DQ INT8 graph from calib (image_int8)"),
     BackendSpec(INT8_DYNAMIC, "engine", "int8", "ort-cpu",
-                note="ORT dynamic INT8 (MatMul weights int8, activations quantized per call), made by the bench"),
+                note="ORT dynamic INT8 (MatMul weights int8 per tensor, activations quantized per call), made by the bench"),
+    BackendSpec(INT8_DYNAMIC_PER_CHANNEL, "engine", "int8", "ort-cpu",
+                note="as ort-cpu-int8dyn with per-channel (per output column) weight scales"),
     BackendSpec("pytorch-fp16", "torch", "fp16", device="cuda", note="eager PyTorch under autocast FP16"),
     BackendSpec("ort-cuda-fp32", "engine", "fp32", "ort-cuda", device="cuda"),
     BackendSpec("ort-cuda-fp16", "engine", "fp16", "ort-cuda", device="cuda"),

@@ -56,7 +56,8 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
 @click.option("--size", callback=_parse_size, help="Expected input size HxW of the bundle.")
 @click.option("--backends", default="all", show_default=True,
               help="Comma-separated rows: pytorch-fp32, ort-cpu-fp32, ort-cpu-fp16, ort-cpu-int8, ort-cpu-int8dyn, "
-                   "pytorch-fp16, ort-cuda-fp32, ort-cuda-fp16, ort-trt-fp16, tensorrt-fp16, tensorrt-int8.")
+                   "ort-cpu-int8dyn-pc, pytorch-fp16, ort-cuda-fp32, ort-cuda-fp16, ort-trt-fp16, tensorrt-fp16, "
+                   "tensorrt-int8.")
 @click.option("--repeats", default=5, show_default=True, help="Timed batch-1 calls per backend (at least one per frame).")
 @click.option("--warmup", default=1, show_default=True, help="Untimed calls before timing.")
 @click.option("--batch", default=4, show_default=True, help="The larger batch for the throughput column.")
@@ -75,7 +76,6 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
               help="Head checkpoint the bundle was exported from (trained bundles: the PyTorch row needs it).")
 @click.option("--seed", default=0, show_default=True, help="Seed the random-init bundle was exported with.")
 @click.option("--threads", type=int, help="Threads per backend (default: all cores).")
-@click.option("--int8-per-channel", is_flag=True, help="Per-channel weights for the dynamic INT8 row.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(__file__).resolve().parent / "RESULTS.md",
               show_default="bench/RESULTS.md", help="Markdown report (the generated section is replaced).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write every number as JSON.")
@@ -83,7 +83,7 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="Seconds allowed per worker process.")
 def main(bundle, preset, size, backends, repeats, warmup, batch, frames, videos, video_frames, every, smoothing,
          paired_rounds, no_video,
-         caption, ckpt, seed, threads, int8_per_channel, out, json_out, work_dir, timeout_s):
+         caption, ckpt, seed, threads, out, json_out, work_dir, timeout_s):
     """Measure latency per stage, throughput, peak memory and agreement with PyTorch FP32 for every
     backend (each in a fresh process), the video loop vs the bare engine, keyframe mode and the caption
     cache; print a table and write RESULTS.md."""
@@ -91,7 +91,7 @@ def main(bundle, preset, size, backends, repeats, warmup, batch, frames, videos,
     options = dict(bundle=bundle, out=out, backends=backends, repeats=repeats, warmup=warmup, batch=batch,
                    video_frames=video_frames, every=every, smoothing=smoothing, caption=caption, seed=seed,
                    checkpoint=ckpt, threads=threads, video=not no_video, paired_rounds=paired_rounds,
-                   int8_per_channel=int8_per_channel, json_out=json_out, work_dir=work_dir, worker_timeout_s=timeout_s,
+                   json_out=json_out, work_dir=work_dir, worker_timeout_s=timeout_s,
                    command="tr2m-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if frames:
         options["frames"] = list(frames)

@@ -247,6 +247,30 @@ def _call(path: Path, feeds, variant: str, tmp: Path, baseline=None):
     return call
 
 
+@main.command("torch-ops")
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The bundle whose PyTorch model to rebuild (random-init bundles; see bench.runners).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--top", default=15, show_default=True)
+def torch_ops(bundle, seed, top):
+    """Eager PyTorch FP32 (the reference) under torch.profiler: self CPU time per op, one forward."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from runtime import Bundle
+
+    from .runners import _rebuild
+
+    model = _rebuild(Bundle.open(bundle, verify=False).manifest, seed, None).eval()
+    feeds = _feeds(bundle, "image")
+    image, text = torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["text_emb"])
+    with torch.inference_mode():
+        model(image, text)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(image, text)
+    click.echo(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=40))
+
+
 @main.command(hidden=True)
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--graph", default="image")

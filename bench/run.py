@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .backends import INT8_DYNAMIC, REFERENCE, BackendSpec, select
+from .backends import BENCH_MADE, REFERENCE, BackendSpec, select
 from .metrics import agreement
 
 SHARED_DATA = Path(os.environ.get("TR2M_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -52,7 +52,6 @@ class BenchConfig:
     threads: Optional[int] = None
     video: bool = True
     paired_rounds: int = 3
-    int8_per_channel: bool = False
     json_out: Optional[Path] = None
     work_dir: Optional[Path] = None
     worker_timeout_s: float = 3600.0
@@ -120,11 +119,12 @@ def machine_info() -> Dict[str, object]:
     }
 
 
-def _int8_dynamic_bundle(config: BenchConfig, work: Path, log: Log) -> Tuple[Optional[Path], Dict]:
-    log(f"[int8] making the dynamic-INT8 image graph (onnxruntime quantize_dynamic) in {work / 'int8dyn'} ...")
-    task = {"task": "quantize", "bundle": str(config.bundle), "out_dir": str(work / "int8dyn"),
-            "per_channel": config.int8_per_channel}
-    result = run_worker(task, work, "quantize", config.worker_timeout_s, log)
+def _int8_dynamic_bundle(config: BenchConfig, name: str, work: Path, log: Log) -> Tuple[Optional[Path], Dict]:
+    per_channel = BENCH_MADE[name]
+    log(f"[int8] making the dynamic-INT8 image graph (onnxruntime quantize_dynamic, per_channel={per_channel}) "
+        f"in {work / name} ...")
+    task = {"task": "quantize", "bundle": str(config.bundle), "out_dir": str(work / name), "per_channel": per_channel}
+    result = run_worker(task, work, f"quantize-{name}", config.worker_timeout_s, log)
     if result.get("status") != "ok":
         log(f"[int8] failed: {result.get('reason')}")
         return None, result
@@ -142,8 +142,8 @@ def run_backends(config: BenchConfig, specs: List[BackendSpec], work: Path, log:
             results[spec.name] = {"name": spec.name, "status": "skipped", "reason": reason}
             log(f"[{i}/{len(specs)}] {spec.name}: skipped ({reason})")
             continue
-        if spec.name == INT8_DYNAMIC:
-            int8dyn, info = _int8_dynamic_bundle(config, work, log)
+        if spec.name in BENCH_MADE:
+            int8dyn, info = _int8_dynamic_bundle(config, spec.name, work, log)
             if int8dyn is None:
                 results[spec.name] = {"name": spec.name, "status": "failed", "reason": info.get("reason")}
                 continue
@@ -159,7 +159,7 @@ def run_backends(config: BenchConfig, specs: List[BackendSpec], work: Path, log:
         result.setdefault("precision", spec.precision)
         result.setdefault("note", spec.note)
         result["bundle"] = str(bundle)
-        if spec.name == INT8_DYNAMIC and result.get("status") == "ok":
+        if spec.name in BENCH_MADE and result.get("status") == "ok":
             result["quantize_s"] = info.get("seconds")
         results[spec.name] = result
         status = result.get("status")
@@ -180,7 +180,7 @@ def _cannot_run(spec: BackendSpec, bundle_dir: Path) -> Optional[str]:
     backend = BACKENDS[spec.runtime_backend]
     if not backend.available(bundle):
         return f"{spec.runtime_backend} cannot run here: {backend.requirement}"
-    if spec.name != INT8_DYNAMIC and not bundle.has_graph(PRECISION_GRAPHS[spec.precision]):
+    if spec.name not in BENCH_MADE and not bundle.has_graph(PRECISION_GRAPHS[spec.precision]):
         hint = " (make it with calib: calibrate_bundle)" if spec.precision == "int8" else ""
         return f"the bundle has no {PRECISION_GRAPHS[spec.precision]} graph{hint}"
     return None

@@ -143,7 +143,7 @@ class KeyframePredictor:
     @staticmethod
     def _text_key(caption: Optional[str], text_emb: Optional[np.ndarray]) -> object:
         if text_emb is not None:
-            return np.asarray(text_emb, dtype=np.float32).reshape(-1)
+            return np.array(text_emb, dtype=np.float32).reshape(-1)  # a copy: the caller may reuse its array
         if caption is None:
             raise CaptionError("no caption given: pass caption='a short scene description' (e.g. 'an office')")
         if not isinstance(caption, str):
