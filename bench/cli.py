@@ -11,17 +11,9 @@ from pathlib import Path
 
 import click
 
+from export.cli import parse_size as _parse_size
+
 from .run import BenchConfig, run_benchmark
-
-
-def _parse_size(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        height, width = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HxW such as 434x560, got {value!r}")
-    return height, width
 
 
 def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:

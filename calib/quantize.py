@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 import numpy as np
 import onnx
 
+from export.fp16 import depth_formula_nodes
 from runtime.bundle import Bundle, write_manifest
 
 from .data import CalibrationConfig, CalibrationSet, build_calibration_set, bundle_preprocessor, embed_captions
@@ -87,7 +88,7 @@ class CalibrationReport:
 def float_islands(model: onnx.ModelProto, *, quantize_attention: bool = False) -> List[str]:
     """Names of nodes that must stay float: LayerNorm, Softmax, the depth formula, attention MatMuls."""
     keep = {n.name for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")}
-    keep |= _depth_formula_nodes(model)
+    keep |= depth_formula_nodes(model)
     if not quantize_attention:
         constants = _constant_tensors(model)
         keep |= {n.name for n in model.graph.node
@@ -102,20 +103,6 @@ def _constant_tensors(model: onnx.ModelProto) -> Set[str]:
         if node.op_type == "Constant" or (node.input and all(i in constants or not i for i in node.input)):
             constants.update(node.output)
     return constants
-
-
-def _depth_formula_nodes(model: onnx.ModelProto) -> Set[str]:
-    """The Reciprocal producing `depth` and the Mul/Add (Div, Cast) chain that feeds it."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    names: Set[str] = set()
-    frontier = [o.name for o in model.graph.output if o.name == "depth"]
-    while frontier:
-        node = producers.get(frontier.pop())
-        if node is None or node.op_type not in {"Reciprocal", "Add", "Mul", "Div", "Cast"} or node.name in names:
-            continue
-        names.add(node.name)
-        frontier.extend(node.input)
-    return names
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ import click
 from .errors import run_cli
 
 
-def _parse_size(ctx, param, value):
+def parse_size(ctx, param, value):
+    """click callback: 'HxW' -> (H, W), both positive multiples of 14."""
     if value is None:
         return None
     try:
@@ -35,7 +36,7 @@ def main():
 @main.command("onnx")
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Head weights: the authors' .pth, a training checkpoint, or our .safetensors.")
 @click.option("--preset", default="paper", show_default=True, help="Model preset (paper, kitti, sunrgbd, paper_v2, tiny).")
-@click.option("--size", callback=_parse_size, help="Input size HxW, multiples of 14 (default: the preset's). Fixed in the graphs; batch stays dynamic.")
+@click.option("--size", callback=parse_size, help="Input size HxW, multiples of 14 (default: the preset's). Fixed in the graphs; batch stays dynamic.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--relative", "relative_source", help="Depth Anything: hub id or local folder (default: the preset's).")
 @click.option("--image-encoder", "image_source", help="DINOv2: hub id or local folder.")

@@ -19,7 +19,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """float32 graph -> FP16 graph with float32 I/O and the islands above kept in float32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    keep = sorted(_depth_formula_nodes(model) | _around_exp_nodes(model))
+    keep = sorted(depth_formula_nodes(model) | _around_exp_nodes(model))
     half = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=KEEP_FP32_OPS, node_block_list=keep, disable_shape_infer=False,
     )
@@ -92,7 +92,7 @@ def _producers(model: onnx.ModelProto):
     return {out: node for node in model.graph.node for out in node.output}
 
 
-def _depth_formula_nodes(model: onnx.ModelProto) -> Set[str]:
+def depth_formula_nodes(model: onnx.ModelProto) -> Set[str]:
     """The Reciprocal producing `depth` and the Mul/Add chain that feeds it."""
     producers = _producers(model)
     names: Set[str] = set()
