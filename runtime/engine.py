@@ -7,6 +7,7 @@ before (in this run or an earlier one) never runs the text graph again.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -17,7 +18,7 @@ from .backends import pick_backend
 from .backends.base import Backend
 from .bundle import Bundle
 from .cache import CaptionCache
-from .errors import BundleError, CaptionError
+from .errors import BundleError, CaptionError, Tr2mRuntimeWarning
 from .preprocess import Preprocessor, resize_back
 from .tokenizer import ClipTokenizer
 
@@ -62,6 +63,10 @@ class Engine:
         self.bundle = bundle
         self.precision = precision
         self.backend_name = backend.name
+        if precision == "fp16" and backend.name == "ort-cpu":
+            # Measured on the paper preset (bench/RESULTS.md): FP16 graphs are ~8% slower on the CPU.
+            warnings.warn("the FP16 graph is for GPUs: on the CPU it is slower than FP32 (use --precision fp32 or int8)",
+                          Tr2mRuntimeWarning, stacklevel=2)
         self.image: Backend = backend.load(bundle, graph)
         self._backend_cls = backend
         self._text: Optional[Backend] = None
