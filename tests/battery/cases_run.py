@@ -212,7 +212,8 @@ def ctrl_c(where: str, seed: int):
     """SIGINT to a video run at a random moment; the frames done must all be there and play."""
     def case(ctx: Context) -> Result:
         rng = random.Random(seed)
-        clip = make.video(ctx.path("clip.mp4"), n=400, size=(48, 64))
+        # Long enough that the run is still going when the signal lands, even on an idle machine.
+        clip = make.video(ctx.path("clip.mp4"), n=2000, size=(48, 64))
         proc = _spawn(ctx, clip, ctx.out, ctx.cache, "--caption", "a room", "--png16")
         delay = _wait_for(proc, ctx.out, where, rng)
         proc.send_signal(signal.SIGINT)
@@ -270,7 +271,7 @@ def _wait_for(proc: subprocess.Popen, out: Path, where: str, rng: random.Random)
         time.sleep(0.01)
     if proc.poll() is not None:
         raise Crash(f"the run ended before Ctrl-C (exit {proc.returncode})")
-    extra = rng.uniform(0, 0.05) if where == "start" else rng.uniform(0.05, 1.5)
+    extra = rng.uniform(0, 0.05) if where == "start" else rng.uniform(0.05, 0.5)
     time.sleep(extra)
     return f"{extra:.2f} s after the {'output folder appeared' if where == 'start' else 'first frame'}"
 
