@@ -1,0 +1,1 @@
+"""Tests for tr2m/."""
