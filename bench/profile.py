@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import click
 import numpy as np
@@ -81,20 +81,24 @@ def fused_attention_graph(src: Path, out_dir: Path) -> Path:
     return out
 
 
+def _runner(session, feeds: Dict[str, np.ndarray], iobinding: bool):
+    """A no-argument call of `session` on `feeds`, through IO binding or plain `run`."""
+    names = [o.name for o in session.get_outputs()]
+    if not iobinding:
+        return lambda: session.run(names, feeds)
+    binding = session.io_binding()
+    for key, value in feeds.items():
+        binding.bind_cpu_input(key, value)
+    for name in names:
+        binding.bind_output(name)
+    return lambda: session.run_with_iobinding(binding)
+
+
 def time_variant(path: Path, feeds: Dict[str, np.ndarray], variant: str, runs: int, iobinding: bool = False) -> Dict:
     began = time.perf_counter()
     session = _session(path, variant)
     load_s = time.perf_counter() - began
-    names = [o.name for o in session.get_outputs()]
-    if iobinding:
-        binding = session.io_binding()
-        for k, v in feeds.items():
-            binding.bind_cpu_input(k, v)
-        for n in names:
-            binding.bind_output(n)
-        call = lambda: session.run_with_iobinding(binding)  # noqa: E731
-    else:
-        call = lambda: session.run(names, feeds)  # noqa: E731
+    call = _runner(session, feeds, iobinding)
     call()  # warm-up
     ms, cpu_ms = [], []
     for _ in range(runs):
@@ -233,16 +237,7 @@ def _call(path: Path, feeds, variant: str, tmp: Path, baseline=None):
     else:
         source = fused_attention_graph(path, tmp) if variant == "fused-attention" else path
         session = _session(source, "baseline" if variant in ("fused-attention", "iobinding") else variant)
-    names = [o.name for o in session.get_outputs()]
-    if variant == "iobinding":
-        binding = session.io_binding()
-        for k, v in feeds.items():
-            binding.bind_cpu_input(k, v)
-        for n in names:
-            binding.bind_output(n)
-        call = lambda: session.run_with_iobinding(binding)  # noqa: E731
-    else:
-        call = lambda: session.run(names, feeds)  # noqa: E731
+    call = _runner(session, feeds, variant == "iobinding")
     call.session = session
     return call
 

@@ -143,11 +143,11 @@ class Engine:
         return self.embed(captions)
 
     def _postprocess(self, outputs: Dict[str, np.ndarray], index: int, size, return_maps: bool):
-        depth = resize_back(outputs["depth"][index, 0], size)
         if not return_maps:
-            return depth
-        maps = {k: resize_back(outputs[k][index, 0], size) for k in MAPS[1:] if k in outputs}
-        return Prediction(depth=depth, **maps)
+            return resize_back(outputs["depth"][index, 0], size)
+        names = [k for k in MAPS if k in outputs]
+        resized = resize_back(np.stack([outputs[k][index, 0] for k in names]), size)  # one pass for all maps
+        return Prediction(**dict(zip(names, resized)))
 
 
 def _graph_for(bundle: Bundle, precision: str) -> str:

@@ -21,6 +21,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from .atomic import atomic_target
 from .config import TR2MConfig
 
 FORMAT_NAME = "tr2m-head"
@@ -131,24 +132,16 @@ def save_checkpoint(head: nn.Module, config: TR2MConfig, path: str | os.PathLike
     path = Path(path)
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_json(), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_target(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def save_released_format(head: nn.Module, path: str | os.PathLike) -> Path:
     """Write `{"state_dict": head}` as the authors' evaluation code reads it (.pth), atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_target(path) as tmp:
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()}}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -50,7 +50,7 @@ class _OrtBackend(Backend):
 
     @classmethod
     def provider_list(cls, bundle) -> List:
-        return list(cls.providers) + ["CPUExecutionProvider"]
+        return list(dict.fromkeys([*cls.providers, "CPUExecutionProvider"]))  # CPU once, last
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
@@ -84,10 +84,6 @@ class OrtCpu(_OrtBackend):
     name = "ort-cpu"
     requirement = "pip install 'tr2m[cpu]'"
     providers = ["CPUExecutionProvider"]
-
-    @classmethod
-    def provider_list(cls, bundle) -> List:
-        return ["CPUExecutionProvider"]
 
 
 class OrtCuda(_OrtBackend):

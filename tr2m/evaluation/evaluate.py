@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tr2m.atomic import atomic_target
 from tr2m.transforms import prepare
 
 from .metrics import METRIC_NAMES, PROTOCOLS, EvalProtocol, MetricAccumulator, get_protocol
@@ -172,11 +173,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     temporary file in the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        text = json.dumps(_strict(data), indent=2, default=str, allow_nan=False)
+    text = json.dumps(_strict(data), indent=2, default=str, allow_nan=False)
+    with atomic_target(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -24,6 +24,8 @@ from typing import Dict, Optional
 
 import torch
 
+from ..atomic import atomic_target
+
 
 def encoder_fingerprint(model) -> str:
     """A hex digest of what determines the cached features of a TR2M model."""
@@ -70,10 +72,6 @@ class FeatureCache:
 
         path = self.path(source, name, flip)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_target(path) as tmp:
             save_file({"rel": rel.detach().float().contiguous().cpu(),
                        "tokens": tokens.detach().half().contiguous().cpu()}, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)

@@ -23,6 +23,8 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from ..atomic import atomic_target
+
 STATE_FORMAT = "tr2m-train-state"
 STATE_VERSION = "1"
 STATE_FILE = "last_state.safetensors"
@@ -94,12 +96,8 @@ def save_training_state(path: str | os.PathLike, state: TrainingState) -> Path:
     }
     metadata = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "state": json.dumps(payload),
                 "config": state.model_config}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_target(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
