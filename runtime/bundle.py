@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .atomic import atomic_write_bytes
-from .engine_meta import ENGINES_DIR
+from .trt_sidecar import ENGINES_DIR
 from .errors import BundleError
 
 FORMAT_NAME = "tr2m-bundle"

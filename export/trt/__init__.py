@@ -7,7 +7,7 @@
 Nothing here imports TensorRT at import time; a missing TensorRT is reported when a build starts,
 with the pip extra that installs it.
 """
-from runtime.engine_meta import EngineError, EngineMeta, check_engine, read_sidecar
+from runtime.trt_sidecar import EngineError, EngineMeta, check_engine, read_sidecar
 
 from .build import BatchRange, EngineResult, build_engine, graph_precision
 from .bundle_engines import build_bundle_engines, choose_graph, record_engines

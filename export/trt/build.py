@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from runtime.atomic import atomic_write_bytes
 from runtime.bundle import sha256_file
-from runtime.engine_meta import ENGINES_DIR, EngineMeta, current_gpu_cc, engine_key, sha256_bytes, write_sidecar
+from runtime.trt_sidecar import ENGINES_DIR, EngineMeta, current_gpu_cc, engine_key, sha256_bytes, write_sidecar
 
 from .errors import EngineBuildError, OnnxParseError
 from .flavours import Flavour, resolve_flavour, resolve_target

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from runtime.bundle import Bundle, write_manifest
-from runtime.engine_meta import ENGINES_DIR
+from runtime.trt_sidecar import ENGINES_DIR
 
 from .build import BatchRange, EngineResult, build_engine
 from .errors import EngineBuildError

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Dict, Optional, Tuple
 
-from runtime.engine_meta import FLAVOUR_IDS, current_gpu_cc, flavour_for_module, normalize_cc
+from runtime.trt_sidecar import FLAVOUR_IDS, current_gpu_cc, flavour_for_module, normalize_cc
 
 from .errors import TargetError, TensorRTNotInstalled
 

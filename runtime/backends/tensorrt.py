@@ -54,7 +54,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def load(cls, bundle, graph: str) -> "TensorRTBackend":
-        from ..engine_meta import select_engine
+        from ..trt_sidecar import select_engine
 
         trt, cudart = _import_tensorrt(), _cudart()
         if trt is None or cudart is None:

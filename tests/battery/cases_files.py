@@ -274,7 +274,7 @@ def _select(bundle: Path, gpu: str, *, verify: bool = True):
     import tensorrt_rtx
 
     from runtime.bundle import Bundle
-    from runtime.engine_meta import select_engine
+    from runtime.trt_sidecar import select_engine
 
     return select_engine(Bundle.open(bundle, verify=verify), "image", trt_module=tensorrt_rtx, gpu_cc=gpu)
 
@@ -318,7 +318,7 @@ def engine_fits(ctx: Context) -> Result:
 
 
 def engine_without_gpu(ctx: Context) -> Result:
-    from runtime.engine_meta import EngineError, check_engine
+    from runtime.trt_sidecar import EngineError, check_engine
 
     _, sidecar = make.engine_paths(_engine_bundle(ctx))
     return api_error(lambda: check_engine(sidecar, None, "1.7.1.116", flavour="rtx"), (EngineError,),
@@ -392,21 +392,21 @@ CASES = [
     ).error(r"no 'nope' graph \(it has: image")),
     Case("bundle: tampered text graph", "tr2m-eval", tampered_eval),
     Case("bundle: folder does not exist", "runtime.Engine.open", engine_open_missing),
-    Case("engine: fits this GPU and TensorRT (control)", "runtime.engine_meta", engine_fits),
-    Case("engine: built for another GPU (sm86 on sm89)", "runtime.engine_meta",
+    Case("engine: fits this GPU and TensorRT (control)", "runtime.trt_sidecar", engine_fits),
+    Case("engine: built for another GPU (sm86 on sm89)", "runtime.trt_sidecar",
          _engine_api(lambda b: None, r"built for sm86.*this GPU is sm89.*rebuild", gpu="sm89")),
-    Case("engine: built by another TensorRT version", "runtime.engine_meta",
+    Case("engine: built by another TensorRT version", "runtime.trt_sidecar",
          _engine_api(_sidecar(lambda d: d.update(trt_version="1.6.0.0"), resign=True),
                      r"1\.6\.0\.0.*1\.7\.1\.116.*rebuild")),
-    Case("engine: sidecar missing", "runtime.engine_meta",
+    Case("engine: sidecar missing", "runtime.trt_sidecar",
          _engine_api(_drop_sidecar, r"sidecar .* not found.*tr2m-export trt", verify=False)),
     Case("engine: sidecar missing", "runtime.Bundle.open",
          _engine_api(_drop_sidecar, r"missing engines/.*tr2m-export trt")),
     Case("engine: sidecar edited without re-signing", "runtime.Bundle.open",
          _engine_api(_sidecar(lambda d: d.update(target="sm89"), resign=False), r"checksum")),
-    Case("engine: truncated engine file", "runtime.engine_meta",
+    Case("engine: truncated engine file", "runtime.trt_sidecar",
          _engine_api(_cut_engine, r"does not match its sidecar checksum")),
-    Case("engine: sidecar names a file outside engines/", "runtime.engine_meta", engine_sidecar_escape),
-    Case("engine: no GPU on this machine", "runtime.engine_meta", engine_without_gpu),
+    Case("engine: sidecar names a file outside engines/", "runtime.trt_sidecar", engine_sidecar_escape),
+    Case("engine: no GPU on this machine", "runtime.trt_sidecar", engine_without_gpu),
     Case("engine: --backend tensorrt here", "tr2m-run", engine_backend_here),
 ]

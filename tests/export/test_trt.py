@@ -24,7 +24,7 @@ from export.trt import (
 from export.trt.build import _typing
 from export.trt.flavours import FLAVOURS
 from runtime.bundle import Bundle
-from runtime.engine_meta import current_gpu_cc, load_engine_bytes, normalize_cc, select_engine
+from runtime.trt_sidecar import current_gpu_cc, load_engine_bytes, normalize_cc, select_engine
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX builds engines without a GPU; install tr2m[rtx]")
 
@@ -221,8 +221,8 @@ def test_sidecar_mismatch_is_refused_before_deserializing(built, tmp_path):
     assert got_meta == meta and len(data) == built["image_fp16"].engine_path.stat().st_size
 
 
-def test_engine_meta_imports_neither_torch_nor_tensorrt():
-    code = ("import sys, runtime.engine_meta as m; m.current_gpu_cc(); "
+def test_trt_sidecar_imports_neither_torch_nor_tensorrt():
+    code = ("import sys, runtime.trt_sidecar as m; m.current_gpu_cc(); "
             "bad = {'torch', 'tensorrt', 'tensorrt_rtx', 'export'} & set(sys.modules); assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
