@@ -9,11 +9,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from tr2m.data import DatasetConfig, build_dataset
-from tr2m.evaluation import METRIC_NAMES
+from tr2m.evaluation import METRIC_NAMES, PROTOCOLS, compute_errors, prepare_prediction
 from tr2m.evaluation.cli import main as eval_cli
 from tr2m.evaluation.evaluate import TorchPredictor, evaluate, format_table
 
@@ -78,6 +79,26 @@ def test_evaluate_api_uses_the_kitti_crop_box(shared_data, kitti_split, tiny_mod
     assert dataset[0]["crop_box"].tolist() == [23, 13, 375, 1242]  # KB crop of a 375x1242 frame
     table = format_table(report.metrics).splitlines()
     assert table[0].split() == list(METRIC_NAMES) and len(table[1].split()) == len(METRIC_NAMES)
+
+
+def test_kitti_is_scored_on_the_kb_window_as_the_authors_do(shared_data, kitti_split, tiny_model):
+    # The authors' eval loader KB-crops the GT, so the Garg fractions apply to 352x1216 itself:
+    # rows 143:349, cols 43:1172 of the window (mapping the full-frame box gave rows 130:348).
+    dataset = build_dataset(DatasetConfig(name="kitti", root=str(shared_data / "metric3d_kitti"), split=str(kitti_split),
+                                          default_caption="a street"))
+    predictor = TorchPredictor(tiny_model)
+    report = evaluate(predictor, dataset, "kitti", limit=1, progress=False)
+    sample = dataset[0]
+    gt = sample["depth"][0].numpy().astype(np.float64)
+    assert gt.shape == (352, 1216)
+    pred = prepare_prediction(predictor.predict(sample["image"], sample["caption"]), gt.shape, PROTOCOLS["kitti"])
+    authors = np.zeros(gt.shape, dtype=bool)
+    authors[143:349, 43:1172] = True
+    authors &= (gt > 1e-3) & (gt < 80.0)
+    assert authors.sum() == 82930  # valid pixels of frame 5 (the full-frame mapping scored 87504)
+    expected = compute_errors(gt[authors], pred[authors])
+    for name in METRIC_NAMES:
+        assert report.per_image[0][name] == pytest.approx(expected[name], rel=1e-9), name
 
 
 def test_eval_bundle_mode_matches_pytorch(shared_data, nyu_split, tmp_path, tiny_model, tiny_bundle):

@@ -75,12 +75,13 @@ def test_valid_mask_excludes_caps_and_crop():
     assert not mask[10, 10] and mask[45, 41] and not mask[471, 300] and not mask[300, 601]
 
 
-def test_garg_crop_through_kb_window_equals_full_frame():
+def test_garg_crop_fractions_of_the_map_scored():
     full = crop_mask((375, 1242), "garg")
     assert full.sum() == (371 - 153) * (1197 - 44)
-    top, left = 375 - 352, (1242 - 1216) // 2
-    window = crop_mask((352, 1216), "garg", crop_box=(top, left, 375, 1242))
-    np.testing.assert_array_equal(window, full[top:top + 352, left:left + 1216])
+    window = crop_mask((352, 1216), "garg")  # the KB window: fractions of 352x1216, as the authors
+    expected = np.zeros((352, 1216), dtype=bool)
+    expected[143:349, 43:1172] = True
+    np.testing.assert_array_equal(window, expected)
 
 
 def test_unknown_protocol_lists_valid_names():

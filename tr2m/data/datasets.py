@@ -9,7 +9,8 @@ Every reader yields the same sample dict:
     name     str     the image path relative to the root, without extension
     dataset  str     the registry name (the loss reads per-dataset settings from it)
     crop_box int64   [4] (top, left, frame_h, frame_w): where this window sits in the camera frame
-                     (KITTI's KB crop); (0, 0, H, W) otherwise. The metrics map crops through it.
+                     (KITTI's KB crop); (0, 0, H, W) otherwise. For pasting maps back into the
+                     frame; the metric crops apply to the window itself, as the authors score it.
 
 Resizing to the model's input size is the model's job, not the dataset's; only the crops and
 sizes that belong to a dataset's protocol happen here (KITTI KB crop, C3VD 480x640).

@@ -127,7 +127,8 @@ def evaluate(predictor: Predictor, dataset: Dataset, protocol: str | EvalProtoco
              dataset_name: Optional[str] = None) -> EvalReport:
     """Score `predictor` on the samples of a `tr2m.data` reader (eval split: caption line 0).
 
-    Each sample's depth [1,H,W] is the GT; crop_box places it in its camera frame (KITTI).
+    Each sample's depth [1,H,W] is the GT as scored: the protocol's crop applies to it (for
+    KITTI the KB-cropped window, as the authors score it).
     Raises ValueError when no image had a valid pixel.
     """
     proto = get_protocol(protocol)
@@ -138,7 +139,7 @@ def evaluate(predictor: Predictor, dataset: Dataset, protocol: str | EvalProtoco
     started = time.monotonic()
     for sample in tqdm(loader, total=total, desc="eval", disable=not progress, dynamic_ncols=True, leave=False):
         depth = predictor.predict(sample["image"], sample["caption"])
-        metrics = accumulator.update(depth, sample["depth"][0], crop_box=sample["crop_box"].tolist())
+        metrics = accumulator.update(depth, sample["depth"][0])
         if per_image:
             rows.append({"name": sample["name"], "caption": sample["caption"],
                          **({"skipped": True} if metrics is None else metrics)})

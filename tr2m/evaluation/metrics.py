@@ -10,15 +10,20 @@ Protocol, per image:
   3. valid = min_depth < gt < max_depth, inside the protocol's crop;
   4. metrics over the valid pixels. The dataset score is the mean of the per-image metrics.
 
-Crops are defined on the full camera frame. When the ground truth is a sub-window of that frame
-(KITTI's KB crop, 352x1216), pass `crop_box = (top, left, frame_h, frame_w)` and the crop is
-mapped into the window, which scores exactly what the authors' "paste the prediction back into a
-zero frame" code scores (the Garg crop lies inside the KB crop for every KITTI frame size).
+Crops apply to the ground truth as it is scored. For KITTI that is the KB-cropped 352x1216
+window (the dataset reader crops image and GT alike), so the Garg fractions are taken of the
+window's own height and width. This is the authors' convention: their evaluation loader
+(dataset_nyukiti.py, online-eval branch, used by eval_4d.py) KB-crops the GT together with the
+image, so their "paste the prediction into a zero frame of the GT's size" step is a no-op and
+the Garg mask is computed on 352x1216 (rows 143:349, cols 43:1172). BTS's online evaluation,
+which that loader descends from, does the same. Mapping the full-frame Garg box into the window
+instead (BTS's offline eval_with_pngs.py on full-size GT) scores rows 130:348 and cols 31:1184 of
+the window: 4-6% more valid pixels on real KITTI frames, farther away and higher in the image.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -134,24 +139,18 @@ def prepare_prediction(pred: Any, gt_shape: Tuple[int, int], protocol: EvalProto
     return np.where(np.isnan(p), protocol.min_depth, p)
 
 
-def crop_mask(shape: Tuple[int, int], crop: str, crop_box: Optional[Sequence[int]] = None) -> np.ndarray:
-    """bool [H,W]: the crop of the full frame, seen through the window `crop_box`.
-
-    crop_box: (top, left, frame_h, frame_w) of the GT window inside its camera frame;
-    None means the GT is the whole frame.
-    """
-    height, width = shape
-    top, left, frame_h, frame_w = (0, 0, height, width) if crop_box is None else (int(v) for v in crop_box)
-    r0, r1, c0, c1 = CROPS[crop](frame_h, frame_w)
+def crop_mask(shape: Tuple[int, int], crop: str) -> np.ndarray:
+    """bool [H,W]: the protocol's crop of a GT map of this shape (KITTI: the KB window itself)."""
+    r0, r1, c0, c1 = CROPS[crop](*shape)
     mask = np.zeros(shape, dtype=bool)
-    mask[max(r0 - top, 0):max(r1 - top, 0), max(c0 - left, 0):max(c1 - left, 0)] = True
+    mask[r0:r1, c0:c1] = True
     return mask
 
 
-def valid_mask(gt: np.ndarray, protocol: EvalProtocol, crop_box: Optional[Sequence[int]] = None) -> np.ndarray:
+def valid_mask(gt: np.ndarray, protocol: EvalProtocol) -> np.ndarray:
     """bool [H,W]: min < gt < max inside the protocol's crop."""
     inside = (gt > protocol.min_depth) & (gt < protocol.max_depth)
-    return inside & crop_mask(gt.shape, protocol.crop, crop_box)
+    return inside & crop_mask(gt.shape, protocol.crop)
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
@@ -179,14 +178,13 @@ def compute_errors(gt: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
     }
 
 
-def evaluate_image(pred: Any, gt: Any, protocol: str | EvalProtocol,
-                   crop_box: Optional[Sequence[int]] = None) -> Optional[Dict[str, float]]:
+def evaluate_image(pred: Any, gt: Any, protocol: str | EvalProtocol) -> Optional[Dict[str, float]]:
     """Full protocol for one image: pred [h,w] (any size), gt [H,W] -> metrics, or None when the
     image has no valid pixel (the authors' loop would average a NaN in; we skip it)."""
     proto = get_protocol(protocol)
     gt_map = as_depth_map(gt)
     p = prepare_prediction(pred, gt_map.shape, proto)
-    mask = valid_mask(gt_map, proto, crop_box)
+    mask = valid_mask(gt_map, proto)
     if not mask.any():
         return None
     return compute_errors(gt_map[mask], p[mask])
@@ -215,9 +213,9 @@ class MetricAccumulator:
             self._sums[name] += float(metrics[name])
         self.count += 1
 
-    def update(self, pred: Any, gt: Any, crop_box: Optional[Sequence[int]] = None) -> Optional[Dict[str, float]]:
+    def update(self, pred: Any, gt: Any) -> Optional[Dict[str, float]]:
         """Score one image and add it; returns its metrics (None if it had no valid pixel)."""
-        metrics = evaluate_image(pred, gt, self.protocol, crop_box)
+        metrics = evaluate_image(pred, gt, self.protocol)
         if metrics is None:
             self.skipped += 1
         else:
