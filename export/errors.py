@@ -17,9 +17,10 @@ def known_errors() -> tuple:
     from tr2m.checkpoint import CheckpointError
 
     from .bundle import ExportError
+    from .calibration import CalibrationUnavailable
     from .trt.errors import TrtError
 
-    return (ExportError, TrtError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
+    return (ExportError, CalibrationUnavailable, TrtError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
             PermissionError, ValueError, OSError)
 
 

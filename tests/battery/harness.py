@@ -257,7 +257,7 @@ class Context:
         return invoke("tr2m-run", main, [*args, *extra])
 
     def export(self, *args) -> Seen:
-        from calib.cli import main  # tr2m-export: `trt` is registered by calib.cli
+        from export.cli import main  # tr2m-export
 
         return invoke("tr2m-export", click_entry(main), args)
 
@@ -339,7 +339,7 @@ def build_engine_bundle(bundle: Path, folder: Path) -> Path:
         import tensorrt_rtx  # noqa: F401
     except ImportError as e:
         raise Skip("TensorRT for RTX is not installed: no engine to tamper with") from e
-    from calib.cli import main
+    from export.cli import main
 
     copy = Path(shutil.copytree(bundle, folder))
     seen = invoke("tr2m-export", click_entry(main),

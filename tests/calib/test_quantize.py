@@ -86,7 +86,7 @@ def test_unknown_method_is_refused():
 
 def test_cli_calibrates_reports_and_builds_an_int8_engine(tiny_bundle, shared_data, tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX builds engines without a GPU")
-    from calib.cli import main
+    from export.cli import main
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle.bundle, bundle)

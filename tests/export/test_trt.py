@@ -139,7 +139,7 @@ def test_missing_tensorrt_names_the_pip_extra(monkeypatch, bundle_dir):
         resolve_flavour("auto")
     with pytest.raises(TensorRTNotInstalled, match=r"pip install 'tr2m\[rtx\]'"):
         resolve_flavour("rtx")
-    from calib.cli import main
+    from export.cli import main
 
     result = CliRunner().invoke(main, ["trt", "--bundle", str(bundle_dir), "--flavour", "rtx", "--target", TARGET])
     assert result.exit_code == 2
