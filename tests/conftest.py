@@ -85,3 +85,55 @@ def tiny_bundle(tmp_path_factory, shared_data):
         log=lambda message: None,
     )
     return report
+
+
+JOIN_SIZE = (320, 180)  # (width, height): the two joined clips, scaled alike
+
+
+def _clip_frames(path: Path, limit: int | None = None) -> list:
+    import cv2
+    from runtime.sources import open_source
+
+    with open_source(str(path)) as source:
+        frames = [cv2.resize(f.rgb, JOIN_SIZE, interpolation=cv2.INTER_AREA) for f in source]
+    return frames[:limit]
+
+
+@pytest.fixture(scope="session")
+def joined_clips(shared_data) -> tuple:
+    """Frames of two real clips at 320x180: (bedroom, 120 frames; roller coaster, 70 frames)."""
+    videos = shared_data / "videos"
+    return _clip_frames(videos / "sam2_bedroom.mp4", 120), _clip_frames(videos / "vda_davis_rollercoaster.mp4")
+
+
+@pytest.fixture(scope="session")
+def joined_video(tmp_path_factory, joined_clips) -> tuple:
+    """(path, cut frame): an H.264 video at 30 fps of one clip then the other; the cut is the first
+    frame of the second clip."""
+    from runtime.demo import write_video
+
+    first, second = joined_clips
+    path = tmp_path_factory.mktemp("videos") / "joined.mp4"
+    write_video(path, first + second, fps=30)
+    return path, len(first)
+
+
+@pytest.fixture(scope="session")
+def tiny_captioners(tmp_path_factory) -> tuple:
+    """(describer folder, object-lister folder): tiny random LLaVA-NeXT and Mask2Former, saved once."""
+    from tr2m.captioning.tiny import build_tiny_describer, build_tiny_lister
+
+    root = tmp_path_factory.mktemp("captioners")
+    return build_tiny_describer(root / "describer"), build_tiny_lister(root / "objects")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core box, tiny models run many times faster without the
+    threads of a pool spinning against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
