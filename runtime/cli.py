@@ -82,6 +82,12 @@ def _check_combinations(o: dict) -> None:
         (keyframes and o["batch"] > 1, "keyframe mode runs one frame at a time: drop --batch"),
         (keyframes and o["precision"] != "fp32",
          "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
+        (o["auto_caption"] and o["captions_file"] is not None, "give --captions or --auto-caption, not both"),
+        (o["auto_caption"] and (o["demo"] or o["source"] is None),
+         "--auto-caption captions a recorded video or image folder: give SOURCE (the demo has its captions)"),
+        (o["auto_caption"] and str(o["source"]).isdigit(),
+         "--auto-caption needs a recording; a camera is live: use --caption"),
+        (o["caption_model"] is not None and not o["auto_caption"], "--caption-model applies to --auto-caption: add it"),
         (o["caption"] is not None and not o["caption"].strip(),
          "--caption is empty: describe the scene, e.g. 'an office'"),
     ]
@@ -104,6 +110,12 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
                                 "(with --captions: the caption of frames no range covers).")
 @click.option("--captions", "captions_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Caption schedule: JSON ranges (seconds or frames) or SRT subtitles.")
+@click.option("--auto-caption", is_flag=True,
+              help="Caption each scene first (needs the torch extra): scene cuts, one vision-language caption per "
+                   "scene, written to OUT/captions.srt (.json for folders) and used like --captions.")
+@click.option("--caption-model", metavar="ID|DIR", envvar="TR2M_CAPTION_MODEL",
+              help="With --auto-caption: the vision-language model (hub id or local folder) [env TR2M_CAPTION_MODEL; "
+                   "default: tr2m-caption's].")
 @click.option("--bundle", type=FOLDER, envvar="TR2M_BUNDLE",
               help="Bundle folder from `tr2m-export onnx` [env TR2M_BUNDLE].")
 @click.option("--out", type=PATH, help="Output folder [default: ./tr2m-out/<source name>].")
@@ -163,6 +175,8 @@ def _run(o: dict) -> int:
     log = (lambda m: None) if o["quiet"] else _log
     source, bundle, schedule = _inputs(o, log)
     outputs = _outputs(o, source)
+    if o["auto_caption"]:
+        schedule = _auto_schedule(o, source, outputs.folder, log)
     with open_source(source) as frames:
         engine = Engine.open(bundle, backend=o["backend"], precision=o["precision"], cache_dir=o["cache_dir"])
         predictor = _predictor(engine, o)
@@ -183,7 +197,7 @@ def _run(o: dict) -> int:
 def _loop(log, frames: FrameSource, engine: Engine, predictor, schedule: CaptionSchedule, outputs: pipeline.Outputs,
           o: dict) -> pipeline.RunReport:
     _log_start(log, frames, engine, outputs, o)
-    if not o["caption"] and o["captions_file"] is None and schedule is not demo_mod.DEMO_CAPTIONS:
+    if not o["caption"] and o["captions_file"] is None and not o["auto_caption"] and schedule is not demo_mod.DEMO_CAPTIONS:
         warnings.warn(f"no --caption given: using {DEFAULT_CAPTION!r}; a caption that describes the scene "
                       "('an office', 'a street') gives TR2M its metric scale", Tr2mRuntimeWarning)
     total = _expected_frames(frames, o["max_frames"])
@@ -216,6 +230,19 @@ def _schedule(o: dict, demo: bool) -> CaptionSchedule:
     if caption:
         return CaptionSchedule.fixed(caption)
     return demo_mod.DEMO_CAPTIONS if demo else CaptionSchedule.fixed(DEFAULT_CAPTION)
+
+
+def _auto_schedule(o: dict, source: str, folder: Path, log) -> CaptionSchedule:
+    """--auto-caption: the torch side's captioner (an entry point) writes the schedule into the output
+    folder, which is then read back like --captions (gaps: --caption)."""
+    from .autocaption import CaptionRequest, find_captioner
+
+    name = "captions.json" if Path(source).is_dir() else "captions.srt"  # folders have no timestamps
+    request = CaptionRequest(source=source, out=folder / name, model=o["caption_model"], quiet=o["quiet"])
+    path = find_captioner()(request, log)
+    schedule = CaptionSchedule.from_file(path, default=o["caption"])
+    log(f"captions: {len(schedule.ranges)} scene(s) in {path}")
+    return schedule
 
 
 def _outputs(o: dict, source: str) -> pipeline.Outputs:

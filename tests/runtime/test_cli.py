@@ -271,3 +271,37 @@ def test_help_lists_the_options(capsys):
                    "--fov", "--intrinsics", "--csv", "--range", "--max-frames", "--batch", "--keyframe-every",
                    "--smooth", "--demo"):
         assert option in text
+
+
+# ------------------------------------------------------------------------------ --auto-caption
+def test_auto_caption_yields_two_caption_ranges_and_a_depth_video(bundle, joined_video, tiny_captioners, tmp_path,
+                                                                   monkeypatch, one_thread):
+    """The captioner comes through the tr2m.captioners entry point (the runtime imports no torch
+    itself); the joined real clips give two scenes, then depth for every frame."""
+    from runtime.captions import CaptionSchedule
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path, cut = joined_video
+    out = tmp_path / "out"
+    assert tr2m_run(path, "--bundle", bundle, "--auto-caption", "--caption-model", tiny_captioners[0], "--out", out,
+                    "--cache-dir", tmp_path / "cache", "-q") == 0
+    ranges = CaptionSchedule.from_file(out / "captions.srt").ranges
+    assert len(ranges) == 2 and ranges[1].start == pytest.approx(cut / 30, abs=1e-3)
+    frames, _, _ = count_video_frames(out / "depth.mp4")
+    assert frames == cut + 70
+    assert summary(out)["caption_cache"]["misses"] <= 3  # two scene captions (+ the default)
+
+
+def test_auto_caption_without_the_torch_extra_is_one_line(bundle, tmp_path, capsys, monkeypatch):
+    import runtime.autocaption as hook
+
+    monkeypatch.setattr(hook, "GROUP", "tr2m.no-such-group")  # as in an install without the torch side
+    video = tmp_path / "v.mp4"
+    demo.write_video(video, [np.zeros((32, 32, 3), np.uint8)] * 2)
+    assert tr2m_run(video, "--bundle", bundle, "--auto-caption", "--out", tmp_path / "out", "-q") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --auto-caption needs the torch extra (pip install 'tr2m[torch]')")
+    assert err.count("\n") == 1
+    assert tr2m_run(video, "--bundle", bundle, "--auto-caption", "--captions", video, "-q") == 2
+    assert tr2m_run("0", "--bundle", bundle, "--auto-caption", "-q") == 2
+    assert tr2m_run(video, "--bundle", bundle, "--caption-model", "x", "-q") == 2

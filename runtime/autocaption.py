@@ -1,0 +1,56 @@
+"""The `tr2m-run --auto-caption` hook: a caption schedule made before the depth run.
+
+Captioning needs PyTorch and a vision-language model, which the runtime never imports. The torch
+side (tr2m.captioning) registers its captioner under the entry-point group ``tr2m.captioners``
+(setup.cfg); the runtime looks it up by name and hands it a `CaptionRequest` of plain values.
+Without the torch extra the lookup or the import fails, and that is one error line naming it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import Tr2mRuntimeError
+
+GROUP = "tr2m.captioners"
+VIDEO = "video"
+NEEDS = "--auto-caption needs the torch extra (pip install 'tr2m[torch]')"
+
+
+class AutoCaptionError(Tr2mRuntimeError):
+    """The captioner could not caption this input (its message says why)."""
+
+
+class AutoCaptionUnavailable(AutoCaptionError):
+    """No captioner is installed, or it cannot be imported."""
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    """Caption the scenes of `source` (a video file or image folder) into the schedule `out`
+    (.srt or .json); model: the vision-language model (None: the captioner's default)."""
+
+    source: str
+    out: Path
+    model: Optional[str] = None
+    quiet: bool = False
+
+
+# A captioner writes request.out and returns its path; progress and notes go through log.
+Captioner = Callable[[CaptionRequest, Callable[[str], None]], Path]
+
+
+def find_captioner(name: str = VIDEO, group: Optional[str] = None) -> Captioner:
+    """The captioner registered as ``name`` in the entry-point ``group`` (default GROUP)."""
+    group = group or GROUP
+    found = entry_points(group=group, name=name)
+    if not found:
+        raise AutoCaptionUnavailable(f"{NEEDS}: no captioner {name!r} is registered in the entry-point group "
+                                     f"{group!r}")
+    entry = next(iter(found))
+    try:
+        return entry.load()
+    except ImportError as e:
+        raise AutoCaptionUnavailable(f"{NEEDS}: {entry.value} could not be imported ({e})") from None
