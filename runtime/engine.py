@@ -14,8 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .backends import pick_backend
-from .backends.base import Backend
+from .backends import BACKENDS, backend_candidates, skipped
+from .backends.base import Backend, BackendUnavailable
 from .bundle import Bundle
 from .cache import CaptionCache
 from .errors import BundleError, CaptionError, Tr2mRuntimeWarning
@@ -59,7 +59,7 @@ class Engine:
 
     def __init__(self, bundle: Bundle, backend: type, *, precision: str = "fp32",
                  cache: Optional[CaptionCache] = None):
-        graph = _graph_for(bundle, precision)
+        graph = _graph_for(bundle, precision, backend)
         self.bundle = bundle
         self.precision = precision
         self.backend_name = backend.name
@@ -82,7 +82,21 @@ class Engine:
         """Open a bundle folder; `backend` is auto, ort-cpu, ort-cuda, ort-trt or tensorrt."""
         bundle = Bundle.open(bundle_dir, verify=verify)
         cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
-        return cls(bundle, pick_backend(backend, bundle), precision=precision, cache=cache)
+        graphs = [_graph_for(bundle, precision)] + (["text"] if bundle.has_graph("text") else [])
+        for candidate in backend_candidates(backend, bundle, graphs):
+            try:
+                return cls(bundle, candidate, precision=precision, cache=cache)
+            except BackendUnavailable as e:  # it passed its checks but could not load (e.g. deserialize)
+                if backend != "auto":
+                    raise
+                skipped(candidate.name, str(e))
+        raise AssertionError("unreachable: backend_candidates raises when none is left")
+
+    def close(self) -> None:
+        """Release the backends' device memory and streams (GPU backends)."""
+        for graph in (self.image, self._text):
+            if graph is not None:
+                graph.close()
 
     @property
     def input_size(self):
@@ -150,11 +164,13 @@ class Engine:
         return Prediction(**dict(zip(names, resized)))
 
 
-def _graph_for(bundle: Bundle, precision: str) -> str:
+def _graph_for(bundle: Bundle, precision: str, backend: Optional[type] = None) -> str:
+    """The image graph of a precision; it must exist for `backend` (any backend when None): on
+    TensorRT 10 an FP16 engine built from the FP32 graph serves fp16 without an image_fp16.onnx."""
     if precision not in PRECISION_GRAPHS:
         raise BundleError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_GRAPHS)}")
     graph = PRECISION_GRAPHS[precision]
-    if not bundle.has_graph(graph):
+    if not any(b.provides(bundle, graph) for b in ([backend] if backend else BACKENDS.values())):
         hint = {"fp16": "re-export with --half", "int8": "quantize it with calib (tr2m-export trt --int8 ...)"}.get(precision, "")
         raise BundleError(f"bundle has no {precision} image graph ({graph}): {hint}".rstrip(": "))
     return graph

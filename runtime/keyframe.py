@@ -32,7 +32,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .backends import BACKENDS, pick_backend
+from .backends import BACKENDS, pick_backend, skipped
 from .backends.base import Backend
 from .bundle import Bundle
 from .cache import CaptionCache
@@ -80,20 +80,25 @@ class KeyframePredictor:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1) (0 = off), got {smoothing!r}")
         self.every, self.smoothing = int(every), float(smoothing)
-        if isinstance(source, Engine):
-            bundle, backend_cls = source.bundle, BACKENDS[source.backend_name]
-            self.preprocessor, self._embed = source.preprocessor, source.embed
-        else:
-            bundle = source if isinstance(source, Bundle) else Bundle.open(source, verify=verify)
-            backend_cls = pick_backend(backend, bundle)
-            pre = bundle.preprocessing
-            self.preprocessor = Preprocessor((pre.height, pre.width), pre.mean, pre.std)
-            cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
-            self._embed = _TextEmbedder(bundle, backend_cls, cache)
+        bundle = source.bundle if isinstance(source, Engine) else (
+            source if isinstance(source, Bundle) else Bundle.open(source, verify=verify))
         for half in HALVES:
             if not bundle.has_graph(half):
                 raise BundleError(f"keyframe mode needs the {half!r} graph: re-export the bundle with "
                                   "--graphs image,relative,scale_shift,text")
+        if isinstance(source, Engine):
+            backend_cls = BACKENDS[source.backend_name]
+            reason = backend_cls.refusal(bundle, HALVES)  # e.g. TensorRT engines for image and text only
+            if reason:
+                skipped(backend_cls.name, reason)
+                backend_cls = pick_backend("auto", bundle, HALVES)
+            self.preprocessor, self._embed = source.preprocessor, source.embed
+        else:
+            backend_cls = pick_backend(backend, bundle, HALVES + (("text",) if bundle.has_graph("text") else ()))
+            pre = bundle.preprocessing
+            self.preprocessor = Preprocessor((pre.height, pre.width), pre.mean, pre.std)
+            cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
+            self._embed = _TextEmbedder(bundle, backend_cls, cache)
         self.bundle, self.backend_name = bundle, backend_cls.name
         self.relative: Backend = backend_cls.load(bundle, "relative")
         self.scale_shift: Backend = backend_cls.load(bundle, "scale_shift")

@@ -245,33 +245,79 @@ def load_engine_bytes(sidecar_path: Union[str, Path], *, gpu_cc, trt_version: st
     return meta, data
 
 
-def select_engine(bundle, graph: str, *, trt_module, gpu_cc=None, device: int = 0) -> Path:
-    """The engine file of ``graph`` that this GPU and TensorRT can run, checked before deserializing.
+def engine_request(bundle, graph: str) -> Tuple[str, str]:
+    """A graph name as the Engine asks for it -> (base graph, precision) an engine must have.
 
-    bundle: an opened runtime.bundle.Bundle. trt_module: the imported tensorrt / tensorrt_rtx.
-    gpu_cc: override of the GPU's compute capability (default: asked from the CUDA driver).
-    Among the engines recorded for the graph (manifest["engines"]), the first whose sidecar fits
-    and whose sha256 matches is returned; otherwise EngineError says why and how to rebuild.
+    image_fp16 -> (image, fp16): on TensorRT 10 that engine may come from image_fp16.onnx or,
+    with the weak FP16 flag, from image.onnx (recorded as graph image, precision fp16); both fit.
+    image -> (image, fp32): an FP16 engine built from image.onnx must never stand in for it.
+    text -> (text, its exported precision).
     """
-    entries = [e for e in bundle.manifest.get("engines", {}).values() if e.get("graph") == graph]
+    base = base_graph(graph)
+    if base != graph:
+        return base, graph[len(base) + 1:]
+    return base, bundle.graph(graph).precision if bundle.has_graph(graph) else "fp32"
+
+
+def recorded_engines(bundle, graph: str) -> list:
+    """Manifest entries of the engines that can serve ``graph`` (see `engine_request`), widest batch first."""
+    base, precision = engine_request(bundle, graph)
+    entries = [e for e in bundle.manifest.get("engines", {}).values()
+               if base_graph(e.get("graph", "")) == base and e.get("precision") == precision]
+    return sorted(entries, key=lambda e: -int(e.get("batch", [0, 0, 0])[-1]))
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine picked for a graph: its sidecar content and files, and the flavour that runs it."""
+
+    meta: EngineMeta
+    sidecar: Path
+    engine: Path
+    flavour: str
+
+
+def select_engine(bundle, graph: str, *, versions: Mapping[str, str], gpu_cc=None, device: int = 0) -> EngineChoice:
+    """The engine of ``graph`` (base graph AND precision) that this GPU and an installed TensorRT can run.
+
+    versions: installed flavour -> version, e.g. {"tensorrt10": "10.3.0", "rtx": "1.7.1.116"} (both
+    flavours may be installed; each engine is checked against the one that built it). gpu_cc:
+    override of the GPU's compute capability (default: asked from the CUDA driver). Only sidecars
+    are read here; the engine bytes are checksummed by `load_engine_bytes` on the read that
+    deserializes them. Raises EngineError saying why none fits and how to rebuild.
+    """
+    entries = recorded_engines(bundle, graph)
+    base, precision = engine_request(bundle, graph)
     if not entries:
-        raise EngineError(f"the bundle has no TensorRT engine for the {graph} graph: build one with "
-                          f"`tr2m-export trt --bundle {bundle.directory}`")
-    version = str(trt_module.__version__)
-    flavour = flavour_for_module(trt_module.__name__.split(".")[0], version)
+        raise EngineError(f"the bundle has no {precision} TensorRT engine for the {base} graph: build one with "
+                          f"`tr2m-export trt --bundle {bundle.directory} --graphs {base}"
+                          f"{' --' + precision if precision != 'fp32' else ''}`")
     gpu = gpu_cc if gpu_cc is not None else current_gpu_cc(device)
     reasons = []
-    for entry in sorted(entries, key=lambda e: -int(e.get("batch", [0, 0, 0])[-1])):  # widest batch first
+    for entry in entries:
         sidecar = bundle.resolve(entry["sidecar"])
         try:
-            load_engine_bytes(sidecar, gpu_cc=gpu, trt_version=version, flavour=flavour)
+            meta = read_sidecar(sidecar)
+            here = versions.get(meta.flavour)
+            if here is None:
+                raise EngineError(f"engine {meta.engine} was built for {meta.describe()}, and "
+                                  f"{FLAVOUR_IDS[meta.flavour].label if meta.flavour in FLAVOUR_IDS else meta.flavour}"
+                                  f" is not installed here ({_installed(versions)})")
+            check_engine(meta, gpu, here, flavour=meta.flavour)
+            engine = sidecar.parent / Path(meta.engine).name
+            if not engine.is_file():
+                raise EngineError(f"engine file {engine} is missing: rebuild it with `tr2m-export trt`")
         except EngineError as e:
             reasons.append(str(e))
             continue
-        return sidecar.parent / Path(read_sidecar(sidecar).engine).name
-    here = f"{gpu or 'no GPU'}, {flavour_label(flavour, version)}"
+        return EngineChoice(meta, sidecar, engine, meta.flavour)
     more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-    raise EngineError(f"none of the {len(entries)} {graph} engines fits this machine ({here}): {reasons[0]}{more}")
+    raise EngineError(f"none of the {len(entries)} {base} {precision} engines fits this machine "
+                      f"({gpu or 'no GPU'}, {_installed(versions)}): {reasons[0]}{more}")
+
+
+def _installed(versions: Mapping[str, str]) -> str:
+    return ", ".join(flavour_label(f, v) for f, v in versions.items()) or "no TensorRT installed"
 
 
 # ------------------------------------------------------------------ the current GPU, via the driver

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from runtime.atomic import atomic_write_bytes
+from runtime.backends.batching import DEFAULT_MAX_BATCH
 from runtime.bundle import sha256_file
 from runtime.trt_sidecar import ENGINES_DIR, EngineMeta, current_gpu_cc, engine_key, sha256_bytes, write_sidecar
 
@@ -35,7 +36,7 @@ class BatchRange:
 
     min: int = 1
     opt: int = 1
-    max: int = 8
+    max: int = DEFAULT_MAX_BATCH
 
     def __post_init__(self):
         if not 1 <= self.min <= self.opt <= self.max:
@@ -177,7 +178,7 @@ def build_engine(
     if cache_path is not None:
         atomic_write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
 
-    report = _layer_report(trt, sink, logger, serialized)
+    report = _layer_report(trt, sink, logger, serialized, profile)
     counts = check_precision(report, precision, what=f"{key}") if verify_precision else report.compute_counts()
     engine_path = atomic_write_bytes(out_dir / f"{key}.engine", memoryview(serialized))
     meta = EngineMeta(
@@ -294,7 +295,7 @@ def _attach_timing_cache(trt, config, flav: Flavour, path: Optional[str | Path])
     return path
 
 
-def _layer_report(trt, sink: _Log, logger, serialized) -> LayerReport:
+def _layer_report(trt, sink: _Log, logger, serialized, profile) -> LayerReport:
     """The layer report from the build log; with a GPU present, IEngineInspector as a fallback."""
     report = parse_build_log(m for _, m in sink.records)
     if any(layer.compute for layer in report.layers) or _no_gpu():
@@ -302,5 +303,20 @@ def _layer_report(trt, sink: _Log, logger, serialized) -> LayerReport:
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     if engine is None:
         return report
+    return inspect_engine(trt, engine, profile)
+
+
+def inspect_engine(trt, engine, profile: Dict[str, Dict[str, Tuple[int, ...]]]) -> LayerReport:
+    """IEngineInspector's layer report of a deserialized engine (GPU only).
+
+    A dynamic-shape engine inspected on its own reports every shape-dependent format, hence every
+    data type, as unknown; through an execution context with the profile's opt shapes set, each
+    layer's tensors have concrete formats and data types.
+    """
+    context = engine.create_execution_context()
+    for name, shapes in profile.items():
+        if not context.set_input_shape(name, tuple(shapes["opt"])):
+            raise EngineBuildError(f"the built engine refuses its own opt shape {list(shapes['opt'])} for {name}")
     inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
     return parse_inspector_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))

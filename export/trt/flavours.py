@@ -26,7 +26,7 @@ from runtime.trt_sidecar import FLAVOUR_IDS, current_gpu_cc, flavour_for_module,
 from .errors import TargetError, TensorRTNotInstalled
 
 INSTALL_HINT = {
-    "tensorrt": "pip install 'tr2m[tensorrt]' (TensorRT 10/11: data-centre, desktop and Jetson GPUs)",
+    "tensorrt": "pip install 'tr2m[tensorrt]' (TensorRT 10/11 for CUDA 13 drivers; 'tr2m[tensorrt-cu12]' for CUDA 12)",
     "rtx": "pip install 'tr2m[rtx]' (TensorRT for RTX: RTX GPUs; also builds engines ahead of time without a GPU)",
 }
 

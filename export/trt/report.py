@@ -11,7 +11,10 @@ Three report shapes are read (all observed in the wild; the first one checked he
 - the classic "Engine Layer Information" lines:
   ``Layer(CaskConvolution): N, Tactic: 0x.., in[Half(1,3,224,224)] -> out[Half(...)]``;
 - IEngineInspector JSON (needs a deserialized engine, hence a GPU):
-  ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Format/Datatype": "Channel major FP16 ..."}]}]}``.
+  ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Format/Datatype": "Channel major FP16 ..."}]}]}``
+  in TensorRT 10; TensorRT 11 split that field into ``"DataType": "Half"`` and ``"Format"`` (and
+  replaced "Bindings" by "I/O Tensors"); TensorRT for RTX writes ``"Datatype"``. Keys are matched
+  without regard to case, the data-type field first.
 
 A layer counts as compute when its type is a convolution, deconvolution, GEMM/matrix multiply,
 fused fully-connected or attention kernel; its precision is the data type of its first
@@ -121,15 +124,29 @@ def parse_build_log(messages: Iterable[str]) -> LayerReport:
 
 
 def parse_inspector_json(text: str) -> LayerReport:
-    """IEngineInspector.get_engine_information(LayerInformationFormat.JSON) -> LayerReport."""
+    """IEngineInspector.get_engine_information(LayerInformationFormat.JSON) -> LayerReport
+    (TensorRT 10, 11 and TensorRT for RTX spellings)."""
     layers: List[LayerInfo] = []
     for layer in json.loads(text).get("Layers", []):
         if not isinstance(layer, dict):  # ProfilingVerbosity below DETAILED lists names only
             continue
-        dtypes = [t.get("Format/Datatype", t.get("Datatype", "")) for t in layer.get("Inputs", [])]
-        dtypes += [t.get("Format/Datatype", t.get("Datatype", "")) for t in layer.get("Outputs", [])]
+        dtypes = [_tensor_dtype(t) for t in [*layer.get("Inputs", []), *layer.get("Outputs", [])] if isinstance(t, dict)]
         layers.append(LayerInfo(layer.get("Name", ""), layer.get("LayerType", ""), _first_precision(dtypes)))
     return LayerReport(tuple(layers))
+
+
+# Where a tensor's data type is written, most specific first: TensorRT 11 "DataType", RTX
+# "Datatype", TensorRT 10 "Format/Datatype" (a format description naming the type).
+_DTYPE_KEYS = ("datatype", "format/datatype", "format")
+
+
+def _tensor_dtype(tensor: Dict[str, object]) -> str:
+    fields = {str(k).lower(): v for k, v in tensor.items()}
+    for key in _DTYPE_KEYS:
+        value = fields.get(key)
+        if isinstance(value, str) and dtype_name(value) is not None:
+            return value
+    return ""
 
 
 def check_precision(report: LayerReport, precision: str, *, what: str = "engine") -> Dict[str, int]:
@@ -141,11 +158,13 @@ def check_precision(report: LayerReport, precision: str, *, what: str = "engine"
     counts = report.compute_counts()
     if precision == "fp32":
         return counts
-    total = sum(counts.values())
+    total = sum(n for p, n in counts.items() if p != "other")  # layers whose precision is known
     if total == 0:
+        unknown = f" ({counts['other']} compute layers of unknown precision)" if counts.get("other") else ""
         raise PrecisionError(
-            f"{what}: the builder's layer report lists no compute layers, so the {precision.upper()} "
-            "precision cannot be verified (profiling verbosity DETAILED is required)")
+            f"{what}: the layer report gives no compute layer's precision{unknown}, so the {precision.upper()} "
+            "precision cannot be verified (profiling verbosity DETAILED is required, and a dynamic-shape "
+            "engine must be inspected through an execution context with its shapes set)")
     fp32 = counts.get("fp32", 0)
     reduced = sum(counts.get(p, 0) for p in REDUCED)
     if fp32 > reduced:

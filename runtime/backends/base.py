@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
+
+from ..errors import BundleError
+
+
+class BackendUnavailable(BundleError):
+    """This backend cannot run the bundle here (engines for another GPU, a provider ONNX Runtime
+    did not give, CUDA that cannot start); `--backend auto` moves on to the next one."""
 
 
 class Backend:
@@ -15,8 +22,20 @@ class Backend:
 
     @classmethod
     def available(cls, bundle) -> bool:
-        """Whether this backend can run `bundle` on this machine."""
+        """Whether this backend is worth trying here (its library is installed, the bundle has
+        what it runs); cheap and silent. `refusal` then says whether it really can."""
         raise NotImplementedError
+
+    @classmethod
+    def provides(cls, bundle, graph: str) -> bool:
+        """Whether the bundle holds something this backend runs for `graph` (an ONNX graph here)."""
+        return bundle.has_graph(graph)
+
+    @classmethod
+    def refusal(cls, bundle, graphs: Sequence[str]) -> Optional[str]:
+        """Why this backend cannot run `graphs` of `bundle` here (one line), or None if it can."""
+        missing = [g for g in graphs if not cls.provides(bundle, g)]
+        return f"the bundle has no {', '.join(missing)} graph" if missing else None
 
     @classmethod
     def load(cls, bundle, graph: str) -> "Backend":
@@ -30,6 +49,9 @@ class Backend:
     def warmup(self, feeds: Mapping[str, np.ndarray], runs: int = 2) -> None:
         for _ in range(runs):
             self.run(feeds)
+
+    def close(self) -> None:
+        """Release what the backend holds outside Python (device memory, streams)."""
 
     @staticmethod
     def graph_file(bundle, graph: str) -> Path:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Dict, List, Mapping
 
 import numpy as np
 
 from ..errors import BundleError
-from .base import Backend
+from ..trt_sidecar import ENGINES_DIR
+from .base import Backend, BackendUnavailable
+from .batching import DEFAULT_MAX_BATCH, BatchLimits, run_in_chunks
 
 
 def _ort():
@@ -20,6 +23,7 @@ def _ort():
 
 class _OrtBackend(Backend):
     providers: List = []
+    missing_hint = ""  # why ONNX Runtime may not give the provider, and what to do
 
     @classmethod
     def available(cls, bundle) -> bool:
@@ -27,7 +31,7 @@ class _OrtBackend(Backend):
             have = set(_ort().get_available_providers())
         except BundleError:
             return False
-        return all((p[0] if isinstance(p, tuple) else p) in have for p in cls.providers)
+        return all(p in have for p in cls.providers)
 
     def __init__(self, session):
         self.session = session
@@ -42,19 +46,32 @@ class _OrtBackend(Backend):
         options.intra_op_num_threads = int(os.environ.get("TR2M_THREADS", 0)) or (os.cpu_count() or 1)
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(cls.graph_file(bundle, graph)), options, providers=cls.provider_list(bundle))
+            session = ort.InferenceSession(str(cls.graph_file(bundle, graph)), options,
+                                           providers=cls.provider_list(bundle, graph))
         except Exception as e:  # ORT raises its own exception types for broken graphs
             raise BundleError(f"ONNX Runtime cannot load the {graph} graph ({e}): re-export the bundle") from e
         _check_io(session, bundle.graph(graph))
+        _check_providers(session, cls, graph)
         return cls(session)
 
     @classmethod
-    def provider_list(cls, bundle) -> List:
+    def provider_list(cls, bundle, graph: str) -> List:
         return list(dict.fromkeys([*cls.providers, "CPUExecutionProvider"]))  # CPU once, last
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
         return dict(zip(self.output_names, outputs))
+
+
+def _check_providers(session, cls, graph: str) -> None:
+    """ONNX Runtime lists the CUDA and TensorRT providers whenever onnxruntime-gpu is installed and
+    silently falls back to the CPU when their libraries (cuDNN, TensorRT) fail to load: the
+    session's own providers say what really runs."""
+    wanted = cls.providers[0]
+    got = session.get_providers()
+    if wanted not in got:
+        raise BackendUnavailable(f"ONNX Runtime did not give the {graph} graph the {wanted} (the session got "
+                                 f"{', '.join(got)}): {cls.missing_hint or 'its libraries failed to load'}")
 
 
 def _check_io(session, spec) -> None:
@@ -90,16 +107,56 @@ class OrtCuda(_OrtBackend):
     name = "ort-cuda"
     requirement = "onnxruntime-gpu and a CUDA GPU (pip install 'tr2m[gpu]')"
     providers = ["CUDAExecutionProvider"]
+    missing_hint = ("the CUDA or cuDNN libraries onnxruntime-gpu was built for are missing or do not match the "
+                    "driver (no GPU, or see ONNX Runtime's CUDA requirements for this version)")
 
 
 class OrtTensorRT(_OrtBackend):
     name = "ort-trt"
     requirement = "onnxruntime-gpu built with TensorRT, and TensorRT libraries"
     providers = ["TensorrtExecutionProvider"]
+    missing_hint = ("the TensorRT libraries onnxruntime-gpu was built against are not installed or not on the "
+                    "library path (install the matching tensorrt wheel or use --backend ort-cuda)")
+
+    limits = BatchLimits(1, DEFAULT_MAX_BATCH)  # the profile passed in provider_list
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        # A batch outside the profile would make the provider build a new engine (minutes).
+        return run_in_chunks(super().run, {k: feeds[k] for k in self.input_names}, self.limits)
 
     @classmethod
-    def provider_list(cls, bundle) -> List:
-        cache = str(bundle.directory / "engines" / "ort-trt-cache")
-        trt = ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                                              "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
-        return [trt, "CUDAExecutionProvider", "CPUExecutionProvider"]
+    def provider_list(cls, bundle, graph: str) -> List:
+        cache = str(trt_cache_dir(bundle, graph))
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                   **profile_options(bundle.graph(graph).inputs, cls.limits.max)}
+        return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def profile_options(inputs: Mapping[str, tuple], max_batch: int, opt_batch: int = 1) -> Dict[str, str]:
+    """Explicit min/opt/max shapes for ONNX Runtime's TensorRT provider ("name:1x3x434x560,..."):
+    without them the provider builds for the first batch it sees and rebuilds as the batch grows."""
+    def shapes(batch: int) -> str:
+        return ",".join(f"{name}:" + "x".join(str(batch if i == 0 else int(d)) for i, d in enumerate(shape))
+                        for name, shape in inputs.items())
+    return {"trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(opt_batch),
+            "trt_profile_max_shapes": shapes(max_batch)}
+
+
+def trt_cache_dir(bundle, graph: str) -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps engines: <bundle>/engines/ort-trt-cache, created
+    here (the provider creates only the last folder); a read-only bundle uses the user cache folder."""
+    folder = bundle.directory / ENGINES_DIR / "ort-trt-cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    import platformdirs
+
+    files = bundle.manifest.get("files", {})
+    key = files.get(bundle.graph(graph).file, "")[:16] or bundle.directory.resolve().name  # one folder per graph file
+    fallback = Path(platformdirs.user_cache_dir("tr2m")) / "ort-trt" / key
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback

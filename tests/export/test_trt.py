@@ -3,6 +3,7 @@ Q/DQ INT8) of the tiny model is built ahead of time for sm86 over a batch profil
 precisions of the built engines are asserted. Builds and runs that need a GPU are marked `gpu`."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -26,7 +27,10 @@ from export.trt.flavours import FLAVOURS
 from runtime.bundle import Bundle
 from runtime.trt_sidecar import current_gpu_cc, load_engine_bytes, normalize_cc, select_engine
 
-rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX builds engines without a GPU; install tr2m[rtx]")
+# Either flavour: CPU machines build ahead of time with TensorRT for RTX; GPU machines that have only
+# TensorRT 10/11 still run the `gpu` tests below.
+if not any(importlib.util.find_spec(m) for m in ("tensorrt_rtx", "tensorrt")):
+    pytest.skip("needs TensorRT for RTX (tr2m[rtx]) or TensorRT (tr2m[tensorrt])", allow_module_level=True)
 
 TARGET = "sm86"
 BATCH = BatchRange(1, 2, 4)
@@ -49,7 +53,12 @@ def bundle_dir(tiny_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def built(bundle_dir):
+def rtx():
+    return pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX builds engines without a GPU; install tr2m[rtx]")
+
+
+@pytest.fixture(scope="module")
+def built(bundle_dir, rtx):
     """One engine per graph kind, keyed by graph."""
     bundle = Bundle.open(bundle_dir)
     out = {}
@@ -60,7 +69,7 @@ def built(bundle_dir):
 
 
 @pytest.mark.parametrize("graph", ["image", "image_fp16", "image_int8", "text"])
-def test_every_graph_kind_builds_over_the_batch_profile(built, graph):
+def test_every_graph_kind_builds_over_the_batch_profile(built, graph, rtx):
     result = built[graph]
     meta = read_sidecar(result.sidecar_path)
     assert meta == result.meta
@@ -96,7 +105,7 @@ def test_fp32_engine_is_fp32_and_would_fail_an_fp16_check(built):
         check_precision(report, "int8")
 
 
-def test_bundle_engines_are_recorded_in_the_manifest(bundle_dir):
+def test_bundle_engines_are_recorded_in_the_manifest(bundle_dir, rtx):
     results = build_bundle_engines(bundle_dir, graphs=("image", "text"), precision="fp16", flavour="rtx",
                                    target="sm89", batch=BATCH, echo=lambda m: None)
     assert [r.meta.graph for r in results] == ["image_fp16", "text"]
@@ -107,17 +116,17 @@ def test_bundle_engines_are_recorded_in_the_manifest(bundle_dir):
         assert entry["file"] == f"engines/{result.engine_path.name}" and entry["target"] == "sm89"
         assert entry["sidecar"] in bundle.manifest["files"]
     # The runtime's pick: the engine that fits this GPU and TensorRT, or a refusal saying why.
-    assert select_engine(bundle, "image_fp16", trt_module=rtx, gpu_cc="sm89") == results[0].engine_path
-    with pytest.raises(EngineError, match=r"none of the 1 image_fp16 engines fits this machine \(sm120, .*this GPU is sm120"):
-        select_engine(bundle, "image_fp16", trt_module=rtx, gpu_cc="sm120")
-    fake_trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0")
-    with pytest.raises(EngineError, match="this runtime uses TensorRT 10.3.0"):
-        select_engine(bundle, "image_fp16", trt_module=fake_trt, gpu_cc="sm89")
-    with pytest.raises(EngineError, match="no TensorRT engine for the relative graph"):
-        select_engine(bundle, "relative", trt_module=rtx, gpu_cc="sm89")
+    here = {"rtx": rtx.__version__}
+    assert select_engine(bundle, "image_fp16", versions=here, gpu_cc="sm89").engine == results[0].engine_path
+    with pytest.raises(EngineError, match=r"none of the 1 image fp16 engines fits this machine \(sm120, .*this GPU is sm120"):
+        select_engine(bundle, "image_fp16", versions=here, gpu_cc="sm120")
+    with pytest.raises(EngineError, match="TensorRT for RTX is not installed here .TensorRT 10.3.0"):
+        select_engine(bundle, "image_fp16", versions={"tensorrt10": "10.3.0"}, gpu_cc="sm89")
+    with pytest.raises(EngineError, match="no fp32 TensorRT engine for the relative graph"):
+        select_engine(bundle, "relative", versions=here, gpu_cc="sm89")
 
 
-def test_strongly_typed_flavours_refuse_fp16_from_an_fp32_graph(bundle_dir):
+def test_strongly_typed_flavours_refuse_fp16_from_an_fp32_graph(bundle_dir, rtx):
     with pytest.raises(EngineBuildError, match="strongly typed.*--half"):
         build_engine(bundle_dir / "image.onnx", flavour="rtx", precision="fp16", target=TARGET, out_dir=bundle_dir / "x")
     with pytest.raises(EngineBuildError, match="Q/DQ"):
@@ -159,7 +168,7 @@ def _mixed_precision_graph(path):
     return path
 
 
-def test_parser_errors_are_surfaced(tmp_path):
+def test_parser_errors_are_surfaced(tmp_path, rtx):
     with pytest.raises(OnnxParseError, match=r"node bad_mul \(Mul\):.*same input types.*Half and Float"):
         build_engine(_mixed_precision_graph(tmp_path / "mixed.onnx"), flavour="rtx", precision="fp16", target=TARGET)
     garbage = tmp_path / "garbage.onnx"
@@ -172,7 +181,7 @@ def test_parser_errors_are_surfaced(tmp_path):
     assert not list(tmp_path.glob("engines/*.engine"))
 
 
-def test_dynamic_axes_besides_batch_are_refused(tmp_path):
+def test_dynamic_axes_besides_batch_are_refused(tmp_path, rtx):
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["b", 3, "h", 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3, "h", 8])
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["image"], ["y"])], "g", [x], [y]),
@@ -183,7 +192,7 @@ def test_dynamic_axes_besides_batch_are_refused(tmp_path):
         build_engine(tmp_path / "dyn.onnx", flavour="rtx", target=TARGET)
 
 
-def test_targets_are_checked():
+def test_targets_are_checked(rtx):
     assert _target("8.6") == "sm86"
     with pytest.raises(TargetError, match="cannot build for sm70; choose one of: .*sm86"):
         _target("sm70")
@@ -199,7 +208,7 @@ def _target(target):
     return resolve_target(flavour, module, target)
 
 
-def test_sidecar_mismatch_is_refused_before_deserializing(built, tmp_path):
+def test_sidecar_mismatch_is_refused_before_deserializing(built, tmp_path, rtx):
     meta = built["image_fp16"].meta
     assert check_engine(built["image_fp16"].sidecar_path, "8.6", rtx.__version__, flavour="rtx") == meta
     with pytest.raises(EngineError, match=r"built for sm86 with TensorRT for RTX .*this GPU is sm89.*--fp16"):
@@ -238,7 +247,7 @@ def test_sidecar_json_is_validated(tmp_path):
     assert normalize_cc("SM_120") == "sm120" and normalize_cc("8.9") == "sm89" and normalize_cc(86) == "sm86"
 
 
-def test_rtx_ignores_a_timing_cache_with_a_warning(bundle_dir, tmp_path):
+def test_rtx_ignores_a_timing_cache_with_a_warning(bundle_dir, tmp_path, rtx):
     with pytest.warns(UserWarning, match="no builder timing cache"):
         build_engine(bundle_dir / "text.onnx", flavour="rtx", target=TARGET, timing_cache=tmp_path / "t.cache",
                      out_dir=tmp_path)
@@ -267,6 +276,33 @@ def test_layer_reports_of_every_shape_are_read():
         {"Name": "m", "LayerType": "MatrixMultiply", "Inputs": [{"Format/Datatype": "Row major linear FP16 format"}]},
         {"Name": "u", "LayerType": "kgen", "Inputs": [{"Format/Datatype": "Row major linear UInt8 format"}]}]})
     assert parse_inspector_json(inspector).compute_counts() == {"int8": 1, "fp16": 1}
+
+
+def test_tensorrt_11_and_rtx_inspector_json_is_read():
+    """TensorRT 11 split "Format/Datatype" into "DataType" + "Format"; TensorRT for RTX writes
+    "Datatype". The format string must not win over the data type."""
+    trt11 = json.dumps({"I/O Tensors": [{"Name": "image", "IOMode": "Input", "DataType": "Float"}], "Layers": [
+        {"Name": "gemm", "LayerType": "gemm", "Inputs": [{"Name": "a", "DataType": "Half",
+                                                          "Format": "Row major linear FP32 format (kLINEAR)"}]},
+        {"Name": "conv", "LayerType": "CaskConvolution", "Inputs": [{"Name": "x", "DataType": "Int8"}]},
+        {"Name": "mm", "LayerType": "MatrixMultiply", "Inputs": [{"Name": "y", "DataType": "Float"}]}]})
+    assert parse_inspector_json(trt11).compute_counts() == {"fp16": 1, "int8": 1, "fp32": 1}
+    rtx_style = json.dumps({"Layers": [{"Name": "c", "LayerType": "correlation",
+                                        "Inputs": [{"Name": "x", "Datatype": "Half", "Format": "(NHWC) Channel major format"}]}]})
+    assert parse_inspector_json(rtx_style).compute_counts() == {"fp16": 1}
+
+
+def test_unknown_layer_precisions_fail_the_reduced_precision_checks():
+    """What IEngineInspector reports for a dynamic-shape engine inspected without a context: layers
+    whose formats (hence data types) are unknown. That verifies nothing, so FP16 and INT8 fail."""
+    unknown = json.dumps({"Layers": [{"Name": f"l{i}", "LayerType": "gemm", "Inputs": [{"Name": "a", "Dimensions": [-1, 8]}]}
+                                     for i in range(3)]})
+    report = parse_inspector_json(unknown)
+    assert report.compute_counts() == {"other": 3}
+    for precision in ("fp16", "int8"):
+        with pytest.raises(PrecisionError, match=r"3 compute layers of unknown precision.*execution context"):
+            check_precision(report, precision)
+    assert check_precision(report, "fp32") == {"other": 3}
 
 
 # ------------------------------------------------------------------------- GPU only
