@@ -5,7 +5,7 @@ On the first `frames` frames of each real video:
 - keyframe mode (`runtime.keyframe.KeyframePredictor`, every K, without and with smoothing),
   called in turn with the bare engine on each frame (so both see the same machine load):
   throughput ratio, deviation of depth from the per-frame depth, flicker (see bench.metrics);
-- loop (first video): `tr2m-run`'s loop (runtime.pipeline.run: source -> prefetch thread ->
+- loop (first video): `tr2m-run`'s loop (runtime.source_run.run_source: source -> prefetch thread ->
   engine -> writer thread -> H.264 colourized depth), wall time from opening the video to the
   closed output file, run between two bare passes (bare, loop, bare) and compared with the
   faster one; also the share of the loop's wall time spent inside the engine;
@@ -50,19 +50,13 @@ def _bare(engine, frames, caption) -> Dict:
 
 
 def _loop(engine, path: str, count: int, caption: str, out_dir: Path) -> Dict:
-    """The `tr2m-run` loop itself (runtime.pipeline.run: source -> prefetch thread -> engine ->
+    """The `tr2m-run` loop itself (runtime.source_run.run_source: source -> prefetch thread -> engine ->
     writer thread -> H.264 video sink) on the first `count` frames; wall and CPU time of it all."""
-    from runtime import pipeline
-    from runtime.captions import CaptionSchedule
-    from runtime.sources import open_source
+    from runtime.run_options import RunOptions
+    from runtime.source_run import run_source
 
-    outputs = pipeline.Outputs(folder=out_dir / "loop", video=True, range_m=pipeline.default_range(engine.bundle.manifest))
     began, cpu = time.perf_counter(), time.process_time()
-    with open_source(path) as source:
-        outputs.fps = source.info.fps or 30.0
-        outputs.prepare()
-        report = pipeline.run(pipeline.EnginePredictor(engine), source, CaptionSchedule.fixed(caption), outputs,
-                              batch=1, max_frames=count)
+    report = run_source(engine, path, out_dir / "loop", RunOptions(caption=caption, max_frames=count))
     wall = time.perf_counter() - began
     return {"frames": report.frames, "wall_s": wall, "cpu_s": time.process_time() - cpu, "fps": report.frames / wall,
             "stage_ms": report.stage_ms}

@@ -10,29 +10,28 @@ behind); 130 interrupted by Ctrl-C (the frames done are written and the video pl
 """
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import click
 from tqdm import tqdm
 
 from . import demo as demo_mod
-from . import pipeline
-from .atomic import atomic_write_bytes
 from .backends import BACKENDS
 from .captions import DEFAULT_CAPTION, CaptionSchedule
-from .engine import PRECISION_GRAPHS, Engine
-from .errors import BundleError, OutputError, Tr2mRuntimeError, Tr2mRuntimeWarning
+from .engine import PRECISION_GRAPHS
+from .errors import BundleError, OptionsError, OutputError, Tr2mRuntimeError, Tr2mRuntimeWarning
+from .loop import RunReport
+from .run_options import RunOptions
+from .run_summary import SUMMARY_FILE, summary_lines
 from .sinks import Intrinsics
-from .sources import FrameSource, open_source
+from .source_run import SourceRun
+from .sources import open_source
 
 UNTRAINED_BANNER = ("!!! UNTRAINED bundle (random weights): this depth is NOT metric and NOT meaningful; it only "
                     "exercises the pipeline. Export trained weights with `tr2m-export onnx --ckpt ...` !!!")
-FOLDER_FPS = 10.0  # video frame rate for image folders (no timing of their own)
-SUMMARY_FILE = "run.json"
 
 
 def _log(message: str) -> None:
@@ -66,34 +65,6 @@ def _parse_intrinsics(ctx, param, value: Optional[str]) -> Optional[Intrinsics]:
                                  ) from None
     except OutputError as e:
         raise click.BadParameter(str(e)) from None
-
-
-def _check_combinations(o: dict) -> None:
-    """Options that only make sense together (click checks each option on its own)."""
-    camera = o["fov"] is not None or o["intrinsics"] is not None
-    keyframes = o["keyframe_every"] is not None
-    rules = [
-        (camera and not o["ply"], "--fov/--intrinsics apply to --ply: add --ply"),
-        (o["fov"] is not None and o["intrinsics"] is not None, "give --fov or --intrinsics, not both"),
-        (o["ply"] and not camera, "--ply needs the camera: --fov DEG or --intrinsics fx,fy,cx,cy"),
-        (o["maps"] and not o["npz"], "--maps stores the scale/shift/relative maps in the NPZ files: add --npz"),
-        (o["side_by_side"] and not o["video"], "--side-by-side is a video layout: drop --no-video"),
-        (o["smooth"] is not None and not keyframes, "--smooth applies to keyframe mode: add --keyframe-every K"),
-        (keyframes and o["batch"] > 1, "keyframe mode runs one frame at a time: drop --batch"),
-        (keyframes and o["precision"] != "fp32",
-         "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
-        (o["auto_caption"] and o["captions_file"] is not None, "give --captions or --auto-caption, not both"),
-        (o["auto_caption"] and (o["demo"] or o["source"] is None),
-         "--auto-caption captions a recorded video or image folder: give SOURCE (the demo has its captions)"),
-        (o["auto_caption"] and str(o["source"]).isdigit(),
-         "--auto-caption needs a recording; a camera is live: use --caption"),
-        (o["caption_model"] is not None and not o["auto_caption"], "--caption-model applies to --auto-caption: add it"),
-        (o["caption"] is not None and not o["caption"].strip(),
-         "--caption is empty: describe the scene, e.g. 'an office'"),
-    ]
-    for failed, message in rules:
-        if failed:
-            raise click.UsageError(message)
 
 
 # ------------------------------------------------------------------------------ the command
@@ -149,7 +120,8 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
               help="Keyframe mode: weight of the previous scale/shift maps in their moving average (0 = off).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar or info lines (warnings, errors, the UNTRAINED banner and the summary stay).")
-def command(**options) -> int:
+def command(source: Optional[str], demo: bool, bundle: Optional[Path], out: Optional[Path], quiet: bool,
+            **params) -> int:
     """Metric depth for SOURCE: a video file, an image, a folder of images or a camera index (0).
 
     TR2M turns Depth Anything's relative depth into metres, guided by a caption that describes the
@@ -159,9 +131,12 @@ def command(**options) -> int:
     Exit codes: 0 done, 2 bad input or options, 130 interrupted (Ctrl-C: the frames done are
     written and the video plays).
     """
-    _check_combinations(options)
     try:
-        return _run(options)
+        options = RunOptions.from_params(params)
+    except OptionsError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        return _run(source, demo, bundle, out, options, quiet)
     except KeyboardInterrupt:
         click.echo("interrupted before the first frame: nothing was written", err=True)
         return 130
@@ -171,85 +146,74 @@ def command(**options) -> int:
         return 2
 
 
-def _run(o: dict) -> int:
-    log = (lambda m: None) if o["quiet"] else _log
-    source, bundle, schedule = _inputs(o, log)
-    outputs = _outputs(o, source)
-    if o["auto_caption"]:
-        schedule = _auto_schedule(o, source, outputs.folder, log)
-    with open_source(source) as frames:
-        engine = Engine.open(bundle, backend=o["backend"], precision=o["precision"], cache_dir=o["cache_dir"])
-        predictor = _predictor(engine, o)
-        _configure_outputs(outputs, o, frames, engine)
-        outputs.prepare()
+def _run(source: Optional[str], demo: bool, bundle: Optional[Path], out: Optional[Path], options: RunOptions,
+         quiet: bool) -> int:
+    log = (lambda m: None) if quiet else _log
+    demo = demo or source is None
+    _check_source(source, demo, options)
+    schedule = options.schedule(demo_mod.DEMO_CAPTIONS if demo else None)
+    spec = str(demo_mod.demo_video(log=log)) if demo else source
+    bundle = _bundle(bundle, demo, log)
+    folder = out or Path("tr2m-out") / ("demo" if source is None else _stem(spec))
+    if options.auto_caption:
+        schedule = _auto_schedule(options, spec, folder, quiet, log)
+    with open_source(spec) as frames:
+        engine = options.open_engine(bundle)
+        job = SourceRun(engine, frames, folder, options, schedule=schedule)
+        job.prepare()
         try:
-            report = _loop(log, frames, engine, predictor, schedule, outputs, o)
+            _log_start(log, job)
+            if not (options.caption or options.captions_file or options.auto_caption or demo):
+                warnings.warn(f"no --caption given: using {DEFAULT_CAPTION!r}; a caption that describes the scene "
+                              "('an office', 'a street') gives TR2M its metric scale", Tr2mRuntimeWarning)
+            desc = "tr2m UNTRAINED" if engine.untrained else "tr2m"
+            with tqdm(total=job.expected_frames, unit="frame", desc=desc, file=sys.stderr, disable=quiet,
+                      dynamic_ncols=True) as bar:
+                report = job.run(on_frames=bar.update)
         except KeyboardInterrupt:
-            outputs.remove_created()  # Ctrl-C before the loop took over: leave no empty folder behind
+            job.outputs.remove_created()  # Ctrl-C before the loop took over: leave no empty folder behind
             raise
-    _summarize(report, engine, outputs, o, source)
+    _summarize(report, job)
     if report.interrupted:
         click.echo(f"interrupted: {report.frames} frames written; outputs finalized", err=True)
         return 130
     return 0
 
 
-def _loop(log, frames: FrameSource, engine: Engine, predictor, schedule: CaptionSchedule, outputs: pipeline.Outputs,
-          o: dict) -> pipeline.RunReport:
-    _log_start(log, frames, engine, outputs, o)
-    if not o["caption"] and o["captions_file"] is None and not o["auto_caption"] and schedule is not demo_mod.DEMO_CAPTIONS:
-        warnings.warn(f"no --caption given: using {DEFAULT_CAPTION!r}; a caption that describes the scene "
-                      "('an office', 'a street') gives TR2M its metric scale", Tr2mRuntimeWarning)
-    total = _expected_frames(frames, o["max_frames"])
-    desc = "tr2m UNTRAINED" if engine.untrained else "tr2m"
-    with tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=o["quiet"], dynamic_ncols=True) as bar:
-        return pipeline.run(predictor, frames, schedule, outputs, batch=o["batch"], max_frames=o["max_frames"],
-                            on_frames=bar.update)
+def _check_source(source: Optional[str], demo: bool, options: RunOptions) -> None:
+    """Options that depend on the source (`RunOptions` checks the rest)."""
+    rules = [
+        (demo and source is not None, "--demo brings its own input: drop SOURCE (or drop --demo)"),
+        (options.auto_caption and demo,
+         "--auto-caption captions a recorded video or image folder: give SOURCE (the demo has its captions)"),
+        (options.auto_caption and str(source).isdigit(), "--auto-caption needs a recording; a camera is live: use --caption"),
+    ]
+    for failed, message in rules:
+        if failed:
+            raise click.UsageError(message)
 
 
-def _inputs(o: dict, log) -> Tuple[str, Path, CaptionSchedule]:
-    """The source spec, the bundle folder and the caption schedule (the demo's if asked for)."""
-    demo = o["demo"] or o["source"] is None
-    if demo and o["source"] is not None:
-        raise click.UsageError("--demo brings its own input: drop SOURCE (or drop --demo)")
-    schedule = _schedule(o, demo)
-    source = str(demo_mod.demo_video(log=log)) if demo else o["source"]
-    bundle = o["bundle"]
-    if bundle is None and demo:
-        bundle = demo_mod.demo_bundle(log=log)
-    if bundle is None:
-        raise BundleError("no bundle given: pass --bundle DIR (made by `tr2m-export onnx`) or set TR2M_BUNDLE; "
-                          "or try the offline demo: tr2m-run --demo")
-    return source, bundle, schedule
-
-
-def _schedule(o: dict, demo: bool) -> CaptionSchedule:
-    caption = o["caption"].strip() if o["caption"] else None
-    if o["captions_file"] is not None:
-        return CaptionSchedule.from_file(o["captions_file"], default=caption)
-    if caption:
-        return CaptionSchedule.fixed(caption)
-    return demo_mod.DEMO_CAPTIONS if demo else CaptionSchedule.fixed(DEFAULT_CAPTION)
-
-
-def _auto_schedule(o: dict, source: str, folder: Path, log) -> CaptionSchedule:
+def _auto_schedule(options: RunOptions, source: str, folder: Path, quiet: bool, log) -> CaptionSchedule:
     """--auto-caption: the torch side's captioner (an entry point) writes the schedule into the output
     folder, which is then read back like --captions (gaps: --caption)."""
     from .autocaption import CaptionRequest, find_captioner
 
     name = "captions.json" if Path(source).is_dir() else "captions.srt"  # folders have no timestamps
-    request = CaptionRequest(source=source, out=folder / name, model=o["caption_model"], quiet=o["quiet"])
+    request = CaptionRequest(source=source, out=folder / name, model=options.caption_model, quiet=quiet)
     path = find_captioner()(request, log)
-    schedule = CaptionSchedule.from_file(path, default=o["caption"])
+    schedule = CaptionSchedule.from_file(path, default=options.caption)
     log(f"captions: {len(schedule.ranges)} scene(s) in {path}")
     return schedule
 
 
-def _outputs(o: dict, source: str) -> pipeline.Outputs:
-    folder = o["out"] or Path("tr2m-out") / ("demo" if o["source"] is None else _stem(source))
-    return pipeline.Outputs(folder=folder, video=o["video"], side_by_side=o["side_by_side"], png16=o["png16"],
-                            npz=o["npz"], maps=o["maps"], ply=o["ply"], intrinsics=o["intrinsics"], fov_deg=o["fov"],
-                            ply_stride=o["ply_stride"], csv=o["csv"])
+def _bundle(bundle: Optional[Path], demo: bool, log) -> Path:
+    """The bundle folder: --bundle, else the demo's (built on first use), else a one-line error."""
+    if bundle is None and demo:
+        bundle = demo_mod.demo_bundle(log=log)
+    if bundle is None:
+        raise BundleError("no bundle given: pass --bundle DIR (made by `tr2m-export onnx`) or set TR2M_BUNDLE; "
+                          "or try the offline demo: tr2m-run --demo")
+    return bundle
 
 
 def _stem(spec: str) -> str:
@@ -259,40 +223,16 @@ def _stem(spec: str) -> str:
     return (path.resolve().name if path.is_dir() else path.stem) or "input"
 
 
-def _predictor(engine: Engine, o: dict):
-    maps = o["npz"] and o["maps"]
-    if o["keyframe_every"] is None:
-        return pipeline.EnginePredictor(engine, maps=maps)
-    from .keyframe import KeyframePredictor
-
-    keyframes = KeyframePredictor(engine, every=o["keyframe_every"], smoothing=o["smooth"] or 0.0)
-    return pipeline.KeyframeAdapter(keyframes, maps=maps)
-
-
-def _configure_outputs(outputs: pipeline.Outputs, o: dict, frames: FrameSource, engine: Engine) -> None:
-    info = frames.info
-    outputs.fps = info.fps or (FOLDER_FPS if info.kind == "folder" else 30.0)
-    chosen = o["depth_range"]
-    outputs.range_m = None if chosen == "auto" else chosen or pipeline.default_range(engine.bundle.manifest)
-    outputs.label = "UNTRAINED" if engine.untrained else ""
-
-
-def _expected_frames(frames: FrameSource, max_frames: Optional[int]) -> Optional[int]:
-    count = frames.info.frame_count
-    if count is None:
-        return max_frames
-    return min(count, max_frames) if max_frames else count
-
-
 # ------------------------------------------------------------------------------ logging
-def _log_start(log, frames: FrameSource, engine: Engine, outputs: pipeline.Outputs, o: dict) -> None:
-    info = frames.info
+def _log_start(log, job: SourceRun) -> None:
+    info, engine, outputs = job.frames.info, job.engine, job.outputs
     size = f"{info.size[1]}x{info.size[0]}" if info.size else "?"
     count = info.frame_count or "?"
     fps = f", {info.fps:.4g} fps" if info.fps else ""
     log(f"source: {info.spec} ({info.kind}, {size}, {count} frames{fps})")
     manifest = engine.bundle.manifest
-    mode = f", keyframe every {o['keyframe_every']}" if o["keyframe_every"] else ""
+    every = job.options.keyframe_every
+    mode = f", keyframe every {every}" if every else ""
     log(f"bundle: {engine.bundle.directory} (preset {manifest.get('preset', '?')}, model input "
         f"{engine.input_size[1]}x{engine.input_size[0]}), backend {engine.backend_name}, {engine.precision}{mode}")
     span = outputs.range_m
@@ -302,49 +242,15 @@ def _log_start(log, frames: FrameSource, engine: Engine, outputs: pipeline.Outpu
         click.echo(UNTRAINED_BANNER, err=True)  # even with --quiet
 
 
-def _summarize(report: pipeline.RunReport, engine: Engine, outputs: pipeline.Outputs, o: dict, source: str) -> None:
-    cache = engine.cache
-    lines = [f"tr2m-run: {report.frames} frames in {report.seconds:.1f} s = {report.fps:.1f} FPS end to end "
-             f"({engine.backend_name}, {engine.precision}, batch {o['batch']})"
-             + (" [interrupted]" if report.interrupted else "")]
-    if report.stage_ms:
-        lines.append("  mean ms per frame: " + " | ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items()))
-    lines.append(f"  caption cache: {cache.hits} hits, {cache.misses} misses "
-                 f"(text graph ran for {cache.misses} caption{'s' if cache.misses != 1 else ''})")
-    if report.keyframes is not None:
-        lines.append(f"  keyframes: {report.keyframes} of {report.frames} frames")
-    if report.range_m:
-        lines.append(f"  video colour range: {report.range_m[0]:g}-{report.range_m[1]:g} m (fixed)")
-    lines += [f"  wrote {path}" for path in report.outputs.values()]
+def _summarize(report: RunReport, job: SourceRun) -> None:
+    lines = summary_lines(report, job.engine, job.options)
     if report.frames:
-        summary_path = _write_summary(report, engine, outputs, o, source)
-        lines.append(f"  wrote {summary_path}")
+        lines.append(f"  wrote {job.outputs.folder / SUMMARY_FILE}")
     else:
         lines.append("  no frame was done: nothing written")
     click.echo("\n".join(lines))
-    if engine.untrained:
+    if job.engine.untrained:
         click.echo(UNTRAINED_BANNER, err=True)
-
-
-def _write_summary(report: pipeline.RunReport, engine: Engine, outputs: pipeline.Outputs, o: dict,
-                   source: str) -> Path:
-    summary = {
-        "source": source, "bundle": str(engine.bundle.directory), "untrained": engine.untrained,
-        "backend": engine.backend_name, "precision": engine.precision, "batch": o["batch"],
-        "keyframe_every": o["keyframe_every"], "keyframes": report.keyframes,
-        "frames": report.frames, "seconds": round(report.seconds, 4), "fps": round(report.fps, 3),
-        "interrupted": report.interrupted, "stage_ms": {k: round(v, 3) for k, v in report.stage_ms.items()},
-        "caption_cache": {"hits": engine.cache.hits, "misses": engine.cache.misses},
-        "range_m": list(report.range_m) if report.range_m else None,
-        "outputs": {k: str(v) for k, v in report.outputs.items()},
-    }
-    path = outputs.folder / SUMMARY_FILE
-    try:
-        atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write the run summary ({e.strerror or e}); check free space and "
-                          "permissions") from e
-    return path
 
 
 # ------------------------------------------------------------------------------ entry point

@@ -38,6 +38,10 @@ class OutputError(Tr2mRuntimeError):
     """An output (video, PNG, NPZ, PLY, CSV) cannot be written."""
 
 
+class OptionsError(Tr2mRuntimeError, ValueError):
+    """Run options that contradict each other or are out of range."""
+
+
 class BundleError(Tr2mRuntimeError):
     """An exported bundle is missing, incomplete or does not match this runtime."""
 

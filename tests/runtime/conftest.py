@@ -22,3 +22,19 @@ def clip_tokenizer(clip_tokenizer_file: Path):
     from runtime.tokenizer import ClipTokenizer
 
     return ClipTokenizer.from_file(clip_tokenizer_file)
+
+
+@pytest.fixture(scope="module")
+def bedroom_frames():
+    """The first 8 frames of the real bedroom video (runtime Frames)."""
+    from tests.runtime.fixtures_io import BEDROOM, first_frames
+
+    return first_frames(BEDROOM, 8)
+
+
+@pytest.fixture
+def tiny_engine(tiny_bundle, tmp_path):
+    """The session's tiny bundle on ONNX Runtime CPU, with a caption cache of its own."""
+    from runtime import Engine
+
+    return Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "cache")

@@ -15,6 +15,9 @@ import av
 import numpy as np
 import pytest
 
+from runtime.errors import OutputError
+from runtime.sinks import Sink
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("TR2M_SHARED_DATA", REPO.parent / "shared" / "data"))
 BEDROOM = DATA / "videos" / "sam2_bedroom.mp4"          # H.264 960x540, 30 fps, 200 frames
@@ -134,3 +137,29 @@ def cache_writer_process(directory: str, rounds: int, keys_per_round: int, barri
     except BaseException:
         barrier.abort()  # release the other process at once instead of at the timeout
         raise
+
+
+def prepared(folder, **options):
+    """Outputs under folder with a fixed range and 10 fps, prepared (the folder exists)."""
+    from runtime.output_folder import Outputs
+
+    outputs = Outputs(folder=folder, range_m=(0.5, 10.0), fps=10.0, **options)
+    outputs.prepare()
+    return outputs
+
+
+class FailingSink(Sink):
+    """A sink whose write number `fail_at` raises OutputError("disk full"); records how it ended."""
+
+    def __init__(self, fail_at):
+        self.fail_at, self.finished = fail_at, None
+
+    def _write(self, frame, depth_m, extras):
+        if self.frames_written == self.fail_at:
+            raise OutputError("disk full")
+
+    def close(self):
+        self.finished = "close"
+
+    def abort(self):
+        self.finished = "abort"

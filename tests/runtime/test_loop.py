@@ -1,4 +1,5 @@
-"""runtime.pipeline: the tr2m-run loop on real frames and the tiny bundle, in-process."""
+"""runtime.loop: the frame loop on real frames and the tiny bundle, in-process (batches, Ctrl-C,
+errors, bounded read-ahead)."""
 from __future__ import annotations
 
 import itertools
@@ -8,32 +9,24 @@ import threading
 import numpy as np
 import pytest
 
-from runtime import Engine
 from runtime.captions import CaptionSchedule
 from runtime.errors import OutputError, SourceError
-from runtime.keyframe import KeyframePredictor
-from runtime.pipeline import (EnginePredictor, KeyframeAdapter, Outputs, SinkWriter, auto_range, default_range,
-                              run)
-from runtime.sinks import Sink
-from tests.runtime.fixtures_io import BEDROOM, count_video_frames, first_frames
+from runtime.loop import run
+from runtime.output_folder import Outputs
+from runtime.predictors import EnginePredictor
+from tests.runtime.fixtures_io import FailingSink, count_video_frames, prepared
 
 SCENE = CaptionSchedule.fixed("a bedroom")
 
 
-@pytest.fixture(scope="module")
-def frames():
-    return first_frames(BEDROOM, 8)
+@pytest.fixture
+def frames(bedroom_frames):
+    return bedroom_frames
 
 
 @pytest.fixture
-def engine(tiny_bundle, tmp_path):
-    return Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "cache")
-
-
-def prepared(folder, **options) -> Outputs:
-    outputs = Outputs(folder=folder, range_m=(0.5, 10.0), fps=10.0, **options)
-    outputs.prepare()
-    return outputs
+def engine(tiny_engine):
+    return tiny_engine
 
 
 class Interrupting:
@@ -108,21 +101,6 @@ def test_ctrl_c_or_an_error_before_any_frame_leaves_no_folder(engine, frames, tm
     assert list(root.iterdir()) == [root / "kept"] and not list((root / "kept").iterdir())
 
 
-class FailingSink(Sink):
-    def __init__(self, fail_at):
-        self.fail_at, self.finished = fail_at, None
-
-    def _write(self, frame, depth_m, extras):
-        if self.frames_written == self.fail_at:
-            raise OutputError("disk full")
-
-    def close(self):
-        self.finished = "close"
-
-    def abort(self):
-        self.finished = "abort"
-
-
 def test_a_writer_error_stops_the_run_and_finalizes_the_sinks(engine, frames, tmp_path, monkeypatch):
     sink = FailingSink(fail_at=2)
     monkeypatch.setattr(Outputs, "open", lambda self, depth: {"fail": sink})
@@ -151,53 +129,3 @@ def test_decoding_runs_ahead_but_stays_bounded(engine, frames, tmp_path):
     assert report.frames == 20
     assert max(lead) <= (2 * 2 + 2) + 2 + 1  # queue + the chunk being formed + the frame being made
     assert not [t for t in threading.enumerate() if t.name in ("tr2m-prefetch", "tr2m-writer")]
-
-
-def test_keyframe_adapter_refreshes_scale_every_k_frames(engine, frames, tmp_path):
-    keyframes = KeyframePredictor(engine, every=3)
-    report = run(KeyframeAdapter(keyframes, maps=True), frames[:7], SCENE,
-                 prepared(tmp_path / "out", npz=True, maps=True))
-    assert report.frames == 7 and keyframes.keyframes == 3  # frames 0, 3, 6
-    with np.load(tmp_path / "out" / "npz" / "depth_000004.npz") as z:
-        assert {"depth", "scale", "shift", "rel"} <= set(z.files)
-        assert z["scale"].shape == frames[4].rgb.shape[:2]
-
-
-def test_untrained_label_is_stamped_on_the_video(engine, frames, tmp_path):
-    import av
-
-    outputs = prepared(tmp_path / "out", label="UNTRAINED")
-    run(EnginePredictor(engine), frames[:2], SCENE, outputs)
-    with av.open(str(tmp_path / "out" / "depth.mp4")) as container:
-        picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    corner = picture[:20, :60].astype(int)
-    assert ((corner[..., 0] > 150) & (corner[..., 1] < 110)).any()  # red text on black
-    assert (corner.sum(axis=2) < 60).mean() > 0.3
-
-
-def test_ranges_writer_and_output_validation(tmp_path):
-    assert default_range({"preset": "paper"}) == (0.5, 10.0)
-    assert default_range({"preset": "kitti"}) == (1.0, 80.0)
-    assert default_range({"preset": "tiny"}) is None
-    assert default_range({"preset": "paper", "display_range_m": [0.2, 5]}) == (0.2, 5.0)
-    depth = np.linspace(0.63, 273.0, 1000, dtype=np.float32).reshape(20, 50)
-    depth[0, 0] = np.nan
-    lo, hi = auto_range(depth)
-    assert lo <= 6.1 and hi >= 267 and (lo, hi) == (round(lo, 6), round(hi, 6))
-    with pytest.raises(OutputError, match="no output selected"):
-        Outputs(folder=tmp_path, video=False)
-    with pytest.raises(OutputError, match="field of view"):
-        Outputs(folder=tmp_path, ply=True)
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot create the output folder"):
-        Outputs(folder=blocker / "out").prepare()
-    writer = SinkWriter(FailingSink(fail_at=0), maxsize=1)
-    frame = first_frames(BEDROOM, 1)[0]
-    writer.put(frame, np.ones(frame.rgb.shape[:2], np.float32), {})
-    with pytest.raises(OutputError, match="disk full"):
-        for _ in range(5):  # the error surfaces on a later put (or close), never blocks
-            writer.put(frame, np.ones(frame.rgb.shape[:2], np.float32), {})
-        writer.close()
-    writer.abort()
-    assert writer.sink.finished == "abort" and writer.written == 0
