@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends import BACKENDS
 from .runners import Skip, make_runner
-from .worker import log, read_frames, timed
+from .measure import log, read_frames, timed
 
 SETTLE_S = 0.2  # pause before each call: the previous backend's pool threads stop spin-waiting
 

@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 
 from .metrics import agreement, flicker, latency, static_masks
-from .worker import log, rss_mb, timed
+from .measure import log, rss_mb, timed
 
 
 def decode(path: str, count: int) -> List[np.ndarray]:

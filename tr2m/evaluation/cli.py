@@ -14,19 +14,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import click
 
-EXIT_USAGE = 2
-
-
-class InputError(Exception):
-    """A bad input the user can fix; printed as one `error:` line (shared with tr2m-train)."""
-
-
-def one_line(error: Any) -> str:
-    return " ".join(str(error).split())
+from tr2m.cli_inputs import EXIT_USAGE, InputError, check_checkpoint, one_line, parse_size
 
 
 @contextlib.contextmanager
@@ -47,16 +39,6 @@ def _input_errors():
         if type(e).__module__.startswith("runtime"):
             raise InputError(one_line(e)) from e
         raise
-
-
-def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
-    if not value:
-        return None
-    try:
-        height, width = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--input-size must look like 434x560, got {value!r}") from None
-    return height, width
 
 
 def _dataset(opts: Dict[str, Any]):
@@ -87,7 +69,7 @@ def _predictor(opts: Dict[str, Any]):
     import torch
 
     import tr2m
-    from tr2m.training.distributed import resolve_device
+    from tr2m.device import resolve_device
 
     checkpoint = opts["checkpoint"]
     if checkpoint is None and not opts["random_init"]:
@@ -113,20 +95,6 @@ def _default_preset(checkpoint: Optional[str], dataset: str) -> Optional[str]:
     if checkpoint is not None and read_config(checkpoint) is not None:
         return None
     return "kitti" if dataset == "kitti" else "paper"
-
-
-def check_checkpoint(path: str) -> None:
-    """Read the checkpoint once up front so any failure names the file (torch.load on a file that
-    is no checkpoint at all can raise a bare KeyError from its unpickler)."""
-    import tr2m
-
-    try:
-        tr2m.read_checkpoint(path)
-    except tr2m.CheckpointError:
-        raise
-    except Exception as e:
-        raise InputError(f"cannot read checkpoint {path}: not a PyTorch or safetensors checkpoint "
-                         f"({type(e).__name__}: {one_line(e)})") from e
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,9 +17,8 @@ from typing import Any, Dict, Optional
 
 import click
 
-from tr2m.evaluation.cli import InputError, check_checkpoint, one_line, parse_size
+from tr2m.cli_inputs import EXIT_USAGE, InputError, check_checkpoint, one_line, parse_size
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 

@@ -1,4 +1,4 @@
-"""The TR2M training loop (DESIGN section 3; the authors have not released theirs).
+"""The TR2M training loop (the authors have not released theirs; recipe in docs/method.md).
 
 Only the head trains: the frozen encoders' outputs (Depth Anything's raw disparity D_r, DINOv2
 tokens, CLIP text embeddings) are computed under no_grad, or read from a `FeatureCache`. One step:
@@ -44,10 +44,11 @@ from tqdm import tqdm
 from tr2m.build import create_model
 from tr2m.checkpoint import check_fits, save_checkpoint, save_released_format
 from tr2m.data import NO_AUGMENT, AugmentConfig, DatasetConfig, build_dataset
+from tr2m.device import resolve_device
 from tr2m.model import TR2M
 from tr2m.transforms import prepare, resize
 
-from .distributed import DistContext, all_reduce_mean, any_rank, derive_seed, resolve_device, setup, teardown
+from .distributed import DistContext, all_reduce_mean, any_rank, derive_seed, setup, teardown
 from .ema import EMA
 from .feature_cache import FeatureCache, encoder_fingerprint
 from .losses import LOSS_PRESETS, LossConfig, TR2MLoss, get_loss_preset
