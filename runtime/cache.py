@@ -1,6 +1,6 @@
 """Caption-embedding cache: the text encoder never runs twice for the same caption.
 
-Two levels (DESIGN.md section 5): an in-memory LRU and a persistent folder, both keyed by the
+Two levels: an in-memory LRU and a persistent folder, both keyed by the
 text encoder's identity string and the exact caption string.
 
 On-disk format (version 1): ``<directory>/v1/<sha256 hex>.npz`` where the hash is taken over

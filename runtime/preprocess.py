@@ -1,7 +1,7 @@
 """Torch-free preprocessing: frame -> normalized NCHW batch, and depth back to frame size.
 
 The model was trained on images resized with ``F.interpolate(mode="bilinear",
-align_corners=True)`` (DESIGN.md section 2), so the resize here reproduces that exactly
+align_corners=True)`` (for Depth Anything and DINOv2 alike), so the resize here reproduces that exactly
 (float32, same source-index arithmetic as PyTorch's CPU kernel) instead of using cv2.resize,
 whose half-pixel mapping is ``align_corners=False`` and whose weights are fixed-point.
 

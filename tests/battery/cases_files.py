@@ -224,7 +224,7 @@ def executable_in_bundle(ctx: Context) -> Result:
     return no_code_ran(sentinel, seen.error(r"tokenizer"))
 
 
-# What the runtime must never do with a file it reads (DESIGN: no torch, nothing executed).
+# What the runtime must never do with a file it reads (no torch, no code from the bundle executed).
 FORBIDDEN = {
     r"\bpickle\b": "pickle", r"allow_pickle\s*=\s*True": "allow_pickle=True", r"\beval\(": "eval()",
     r"\bexec\(": "exec()", r"register_custom_ops_library": "ORT custom-op libraries",

@@ -1,6 +1,6 @@
 """Helpers shared by the runtime I/O tests (imported explicitly; deliberately not a conftest).
 
-Real inputs are read from the shared data folder (DESIGN.md section 6), never copied into the
+Real inputs are read from the shared data folder (outside the repository), never copied into the
 repository; ``TR2M_SHARED_DATA`` overrides its location.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ from torch import nn
 from tr2m.config import HeadConfig, get_preset
 from tr2m.head import CrossAttentionBlock, ScaleMapModel
 
-# Key names and shapes of the authors' released head (weights/da_s_vitl_vitl.pth), from DESIGN.md.
+# Key names and shapes of the authors' released head (weights/da_s_vitl_vitl.pth).
 RELEASED_SHAPES = {
     "align_mlp.a_fc.weight": (1024, 768), "align_mlp.a_fc.bias": (1024,),
     "crossattn.attn.in_proj_weight": (3072, 1024), "crossattn.attn.in_proj_bias": (3072,),

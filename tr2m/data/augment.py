@@ -1,4 +1,4 @@
-"""Training augmentations (DESIGN section 3; the BTS / RSA recipe the authors kept).
+"""Training augmentations: the BTS / RSA recipe the authors kept.
 
 A horizontal flip with probability `hflip` (image, depth and mask together), then, with probability
 `photometric`, gamma, brightness and per-channel colour factors on the image only, clipped to [0,1].

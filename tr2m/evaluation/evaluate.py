@@ -1,4 +1,4 @@
-"""Evaluate TR2M on a depth dataset under the BTS / ZoeDepth protocol (DESIGN section 4).
+"""Evaluate TR2M on a depth dataset under the BTS / ZoeDepth protocol (`metrics`).
 
 Two predictors behind one interface, `predict(image [3,H,W] RGB in [0,1], caption) -> depth [h,w]`:
 - `TorchPredictor`: a PyTorch `TR2M` (any preset, checkpoint or random weights). The image is

@@ -1,4 +1,4 @@
-"""Depth metrics under the BTS / ZoeDepth protocol (DESIGN section 4), in numpy.
+"""Depth metrics under the BTS / ZoeDepth protocol, in numpy (docs/method.md, Evaluation).
 
 numpy is the primary array type so that predictions from the torch-free runtime can be scored
 with the same code; CPU torch tensors are accepted too (converted through `.detach().cpu()`,

@@ -1,4 +1,4 @@
-"""TR2M training losses (DESIGN section 3; the authors have not released training code).
+"""TR2M training losses, after the paper (the authors have not released training code).
 
     total = w_silog * SILog(pred, GT)
           + w_pseudo * SILog(pred, pseudo)            (pseudo metric depth, images passing the filter)
