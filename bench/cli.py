@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from export.cli import parse_size as _parse_size
+from export.cli import size_option
 
 from .run import BenchConfig, run_benchmark
 
@@ -45,7 +45,7 @@ def _ensure_bundle(bundle: Path, preset: str | None, size) -> None:
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Bundle folder to measure (exported there first, random-init, if absent and --preset is given).")
 @click.option("--preset", help="Expected preset of the bundle (and the one to export if the folder is absent).")
-@click.option("--size", callback=_parse_size, help="Expected input size HxW of the bundle.")
+@click.option("--size", callback=size_option, help="Expected input size HxW of the bundle.")
 @click.option("--backends", default="all", show_default=True,
               help="Comma-separated rows: pytorch-fp32, ort-cpu-fp32, ort-cpu-fp16, ort-cpu-int8, ort-cpu-int8dyn, "
                    "ort-cpu-int8dyn-pc, pytorch-fp16, ort-cuda-fp32, ort-cuda-fp16, ort-trt-fp16, tensorrt-fp16, "

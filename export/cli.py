@@ -20,17 +20,16 @@ from .errors import run_cli
 from .trt.flavours import CHOICES
 
 
-def parse_size(ctx, param, value):
-    """click callback: 'HxW' -> (H, W), both positive multiples of 14."""
+def size_option(ctx, param, value):
+    """click callback of a size option: 'HxW' -> (H, W), positive multiples of 14."""
+    from tr2m.cli_inputs import InputError, parse_size  # here: importing tr2m loads torch, --help need not
+
     if value is None:
         return None
     try:
-        height, width = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HxW such as 434x560, got {value!r}")
-    if height % 14 or width % 14 or height <= 0 or width <= 0:
-        raise click.BadParameter(f"{value} must be positive multiples of 14 (e.g. {round(height / 14) * 14}x{round(width / 14) * 14})")
-    return height, width
+        return parse_size(value, option=None)
+    except InputError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +45,7 @@ def main():
 @main.command("onnx")
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Head weights: the authors' .pth, a training checkpoint, or our .safetensors.")
 @click.option("--preset", default="paper", show_default=True, help="Model preset (paper, kitti, sunrgbd, paper_v2, tiny).")
-@click.option("--size", callback=parse_size, help="Input size HxW, multiples of 14 (default: the preset's). Fixed in the graphs; batch stays dynamic.")
+@click.option("--size", callback=size_option, help="Input size HxW, multiples of 14 (default: the preset's). Fixed in the graphs; batch stays dynamic.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--relative", "relative_source", help="Depth Anything: hub id or local folder (default: the preset's).")
 @click.option("--image-encoder", "image_source", help="DINOv2: hub id or local folder.")

@@ -16,14 +16,22 @@ def one_line(error: Any) -> str:
     return " ".join(str(error).split())
 
 
-def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
-    """--input-size 'HxW' -> (H, W); None when not given."""
+def parse_size(value: Optional[str], option: Optional[str] = "--input-size") -> Optional[Tuple[int, int]]:
+    """'HxW' -> (H, W), both positive multiples of 14 (the ViT patch); None when not given.
+
+    The one parser of every command's size option; ``option`` names it in the error (None: the
+    caller names it, as click does).
+    """
     if not value:
         return None
+    named = f"{option} " if option else ""
     try:
         height, width = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise InputError(f"--input-size must look like 434x560, got {value!r}") from None
+        raise InputError(f"{named}expected HxW such as 434x560, got {value!r}") from None
+    if height % 14 or width % 14 or height <= 0 or width <= 0:
+        nearest = f"{max(14, round(height / 14) * 14)}x{max(14, round(width / 14) * 14)}"
+        raise InputError(f"{named}{value}: height and width must be positive multiples of 14 (e.g. {nearest})")
     return height, width
 
 
