@@ -195,7 +195,7 @@ class TorchRunner:
 
 def _rebuild(manifest: dict, seed: int, checkpoint: Optional[Path]):
     """The PyTorch model the bundle was exported from: random-init bundles are rebuilt from the
-    preset with the export's seed and `enliven`; trained ones need the head checkpoint."""
+    preset with the export's seed and `tr2m.randomize_for_demo`; trained ones need the head checkpoint."""
     import torch
 
     import tr2m
@@ -208,7 +208,7 @@ def _rebuild(manifest: dict, seed: int, checkpoint: Optional[Path]):
     model = tr2m.create_model(manifest["preset"], pretrained=checkpoint is not None and not untrained,
                               checkpoint=checkpoint, input_size=size)
     if untrained and checkpoint is None:
-        tr2m.enliven(model, seed=seed)
+        tr2m.randomize_for_demo(model, seed=seed)
     return model
 
 

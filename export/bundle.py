@@ -123,7 +123,7 @@ def _build_model(options: ExportOptions) -> TR2M:
         image_source=options.image_source, text_source=options.text_source,
     )
     if options.random_init:
-        tr2m.enliven(model, seed=options.seed)  # an untrained demo bundle with visible structure
+        tr2m.randomize_for_demo(model, seed=options.seed)  # an untrained demo bundle with visible structure
     return options.prepare_model(model) if options.prepare_model else model
 
 

@@ -53,12 +53,12 @@ def real_frames(shared_data) -> list:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """The tiny preset with seeded random weights, enlivened; shared, so tests must not mutate it."""
+    """The tiny preset, seeded random weights given visible structure (randomize_for_demo); shared: never mutate."""
     import torch
     import tr2m
 
     torch.manual_seed(0)
-    return tr2m.enliven(tr2m.create_model("tiny", pretrained=False))
+    return tr2m.randomize_for_demo(tr2m.create_model("tiny", pretrained=False))
 
 
 @pytest.fixture

@@ -91,8 +91,9 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
     )
 
 
-def enliven(model: TR2M, seed: int = 0) -> TR2M:
-    """Give a random-init model outputs that vary over the image (demos, export parity checks).
+def randomize_for_demo(model: TR2M, seed: int = 0) -> TR2M:
+    """Overwrite some weights of a random-init model with random ones that make its outputs vary
+    over the image (demo bundles, export parity checks); returns the same model.
 
     A fresh head starts from constant maps (its last convs are zeroed) and a random Depth
     Anything's disparity is ~1e-7, so an untrained model would print one flat depth and a

@@ -24,7 +24,7 @@ def _session(path):
 
 def _same_model(seed=0):
     torch.manual_seed(seed)
-    return tr2m.enliven(tr2m.create_model("tiny", pretrained=False), seed=seed)
+    return tr2m.randomize_for_demo(tr2m.create_model("tiny", pretrained=False), seed=seed)
 
 
 def test_fp32_graphs_match_pytorch_on_real_frames(tiny_bundle, real_frames):

@@ -17,7 +17,7 @@ def engine(tiny_bundle, tmp_path):
 
 def _torch_model():
     torch.manual_seed(0)
-    return tr2m.enliven(tr2m.create_model("tiny", pretrained=False))
+    return tr2m.randomize_for_demo(tr2m.create_model("tiny", pretrained=False))
 
 
 def test_engine_matches_pytorch_predict_on_real_frames(engine, real_frames):

@@ -107,7 +107,7 @@ def test_eval_bundle_mode_matches_pytorch(shared_data, nyu_split, tmp_path, tiny
         from runtime import Engine  # noqa: F401
     except ImportError as e:
         pytest.skip(f"runtime.Engine is not available yet ({e})")
-    # tiny_bundle is exported from the same seeded, enlivened tiny model as the tiny_model fixture.
+    # tiny_bundle is exported from the same seeded tiny model (randomize_for_demo) as the tiny_model fixture.
     dataset = build_dataset(DatasetConfig(name="nyu", root=str(shared_data / "metric3d_nyu"), split=str(nyu_split),
                                           default_caption="a basement"))
     torch_report = evaluate(TorchPredictor(tiny_model), dataset, "nyu", progress=False)

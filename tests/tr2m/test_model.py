@@ -73,3 +73,24 @@ def test_paper_preset_builds_with_the_released_head_size():
     model = tr2m.create_model("paper", pretrained=False)
     assert model.trainable_parameters() / 1e6 == pytest.approx(18.96, abs=0.01)
     assert model.config.input_size == (434, 560)
+
+
+def test_randomize_for_demo_gives_a_random_model_depth_that_varies():
+    """A fresh random-init model has constant A and B maps (its last convs are zeroed), so its
+    depth is a rescaled copy of a disparity near zero; randomize_for_demo (in place) makes both
+    maps vary over the image, with A, B and depth finite and positive."""
+    torch.manual_seed(0)
+    model = tr2m.create_model("tiny", pretrained=False)
+    image = torch.rand(1, 3, *model.config.input_size)
+
+    def spread():
+        with torch.no_grad():
+            out = model(image, model.encode_text("a corridor"))
+        assert all(torch.isfinite(out[k]).all() and (out[k] > 0).all() for k in ("scale", "shift", "depth"))
+        return {k: float(out[k].std() / out[k].mean().abs()) for k in ("rel", "scale", "shift")}
+
+    before = spread()
+    assert tr2m.randomize_for_demo(model, seed=0) is model
+    after = spread()
+    assert max(before["scale"], before["shift"]) < 1e-3, before
+    assert min(after.values()) > 0.05, after
