@@ -132,7 +132,7 @@ def _int8_dynamic_bundle(config: BenchConfig, name: str, work: Path, log: Log) -
     return Path(result["bundle"]), result
 
 
-def run_backends(config: BenchConfig, specs: List[BackendSpec], work: Path, log: Log) -> Dict[str, Dict]:
+def launch_backend_rows(config: BenchConfig, specs: List[BackendSpec], work: Path, log: Log) -> Dict[str, Dict]:
     results: Dict[str, Dict] = {}
     int8dyn: Optional[Path] = None
     for i, spec in enumerate(specs, 1):
@@ -225,7 +225,7 @@ def add_agreement(results: Dict[str, Dict]) -> Optional[str]:
     return ref_name
 
 
-def run_paired(config: BenchConfig, results: Dict[str, Dict], work: Path, log: Log) -> Optional[Dict]:
+def launch_paired(config: BenchConfig, results: Dict[str, Dict], work: Path, log: Log) -> Optional[Dict]:
     """The reference and every row that ran, interleaved in one process (bench.paired)."""
     rows = {name: r["bundle"] for name, r in results.items() if r.get("status") == "ok"}
     if REFERENCE not in rows or len(rows) < 2 or config.paired_rounds < 1:
@@ -238,7 +238,7 @@ def run_paired(config: BenchConfig, results: Dict[str, Dict], work: Path, log: L
     return run_worker(task, work, "paired", config.worker_timeout_s, log)
 
 
-def run_video(config: BenchConfig, work: Path, log: Log) -> Dict:
+def launch_video(config: BenchConfig, work: Path, log: Log) -> Dict:
     log(f"[video] loop, keyframe mode and cache on {', '.join(Path(v).name for v in config.videos)} "
         f"({config.video_frames} frames each) ...")
     task = {"task": "video", "bundle": str(config.bundle), "backend": "ort-cpu", "precision": "fp32",
@@ -267,11 +267,11 @@ def run_benchmark(config: BenchConfig, log: Log = _stderr) -> Dict:
                          "settings": {"repeats": config.repeats, "warmup": config.warmup, "batch": config.batch,
                                       "frames": [str(f) for f in config.frames], "caption": config.caption,
                                       "threads": config.threads or os.cpu_count()}}
-        summary["backends"] = run_backends(config, specs, work, log)
+        summary["backends"] = launch_backend_rows(config, specs, work, log)
         summary["reference"] = add_agreement(summary["backends"])
-        summary["paired"] = run_paired(config, summary["backends"], work, log)
+        summary["paired"] = launch_paired(config, summary["backends"], work, log)
         if config.video:
-            summary["video"] = run_video(config, work, log)
+            summary["video"] = launch_video(config, work, log)
     summary["machine"]["loadavg_end"] = list(os.getloadavg())
     summary["wall_s"] = time.perf_counter() - began
     summary["targets"] = report.targets(summary)
