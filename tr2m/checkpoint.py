@@ -64,15 +64,20 @@ def _read_torch(path: Path) -> Mapping[str, object]:
     return data
 
 
-def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Optional[TR2MConfig]]:
+def read_safetensors(path: Path, what: str = "safetensors") -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Every tensor and the metadata of a .safetensors file; CheckpointError naming ``what`` if
+    it cannot be read (checkpoints and training states share this)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
+        raise CheckpointError(f"cannot read {path} as {what}: {e}") from e
+
+
+def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Optional[TR2MConfig]]:
+    tensors, metadata = read_safetensors(path)
     config = TR2MConfig.from_json(metadata["config"]) if "config" in metadata else None
     return _head_keys(tensors), config
 

@@ -24,6 +24,7 @@ from typing import Any, Dict, Mapping
 import torch
 
 from ..atomic import atomic_target
+from ..checkpoint import CheckpointError, read_safetensors
 
 STATE_FORMAT = "tr2m-train-state"
 STATE_VERSION = "1"
@@ -103,15 +104,11 @@ def save_training_state(path: str | os.PathLike, state: TrainingState) -> Path:
 
 def load_training_state(path: str | os.PathLike) -> TrainingState:
     """Read a file written by `save_training_state` (or a run folder holding one)."""
-    from safetensors import SafetensorError, safe_open
-
     path = resolve_state_path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise TrainStateError(f"cannot read training state {path}: {e}") from e
+        tensors, metadata = read_safetensors(path, what="a training state")
+    except CheckpointError as e:
+        raise TrainStateError(str(e)) from e
     if metadata.get("format") != STATE_FORMAT:
         raise TrainStateError(f"{path} is not a tr2m training state (format {metadata.get('format')!r}); "
                               f"resume from the {STATE_FILE} a tr2m-train run wrote")
