@@ -138,6 +138,8 @@ def _sample_source(spec, quota: int, config: CalibrationConfig, index: int, prep
                 if slot < quota:
                     kept[slot] = (origin, preprocess(frame.rgb)[0])
             seen += 1
+        for skipped in source.skipped:  # damaged images of a folder: calibrated without them, said
+            warnings.warn(f"calibration skipped {skipped}", CalibrationWarning, stacklevel=3)
     if rng is not None:  # reservoir order is arbitrary: keep the stream order, deterministically
         kept.sort(key=lambda item: _frame_order(item[0]))
     return kept

@@ -6,7 +6,9 @@
     tr2m-run --demo            # offline: a generated video and a tiny UNTRAINED bundle
 
 Exit codes: 0 done; 2 bad input or options (one line ``error: ...`` on stderr, nothing left
-behind); 130 interrupted by Ctrl-C (the frames done are written and the video plays).
+behind); 3 done, but some inputs were skipped (damaged images in a folder: one ``warning:``
+line each on stderr, listed under "skipped" in run.json); 130 interrupted by Ctrl-C (the frames
+done are written and the video plays).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from .sinks import Intrinsics
 from .source_run import SourceRun
 from .sources import open_source
 
+EXIT_SKIPPED = 3  # the run finished, but the source left inputs out (damaged images of a folder)
 UNTRAINED_BANNER = ("!!! UNTRAINED bundle (random weights): this depth is NOT metric and NOT meaningful; it only "
                     "exercises the pipeline. Export trained weights with `tr2m-export onnx --ckpt ...` !!!")
 
@@ -128,8 +131,9 @@ def command(source: Optional[str], demo: bool, bundle: Optional[Path], out: Opti
     scene. Outputs go to --out: depth.mp4 (fixed colour range, legend in metres) and optionally
     PNG16 / NPZ / PLY / CSV, plus run.json with the summary.
 
-    Exit codes: 0 done, 2 bad input or options, 130 interrupted (Ctrl-C: the frames done are
-    written and the video plays).
+    Exit codes: 0 done; 2 bad input or options; 3 done, but inputs were skipped (damaged images
+    in a folder: each named on stderr and in run.json); 130 interrupted (Ctrl-C: the frames done
+    are written and the video plays).
     """
     try:
         options = RunOptions.from_params(params)
@@ -169,7 +173,7 @@ def _run(source: Optional[str], demo: bool, bundle: Optional[Path], out: Optiona
             desc = "tr2m UNTRAINED" if engine.untrained else "tr2m"
             with tqdm(total=job.expected_frames, unit="frame", desc=desc, file=sys.stderr, disable=quiet,
                       dynamic_ncols=True) as bar:
-                report = job.run(on_frames=bar.update)
+                report = job.run(on_frames=bar.update, on_skip=lambda s: _log(f"warning: skipped {s}"))
         except KeyboardInterrupt:
             job.outputs.remove_created()  # Ctrl-C before the loop took over: leave no empty folder behind
             raise
@@ -177,7 +181,7 @@ def _run(source: Optional[str], demo: bool, bundle: Optional[Path], out: Optiona
     if report.interrupted:
         click.echo(f"interrupted: {report.frames} frames written; outputs finalized", err=True)
         return 130
-    return 0
+    return EXIT_SKIPPED if report.skipped else 0
 
 
 def _check_source(source: Optional[str], demo: bool, options: RunOptions) -> None:

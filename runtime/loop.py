@@ -12,6 +12,10 @@ predicted are still written, to every output, then every sink is finalized (`Sin
 plays) and the report says ``interrupted``. A KeyboardInterrupt raised inside the loop (another
 thread's handler, a predictor) does the same. Any other error also finalizes what was written and
 is re-raised; if no frame was written, the output folders this run created are removed again.
+
+Inputs the source skips (a damaged image in a folder: `FrameSource.skipped`) are reported through
+``on_skip`` in the caller's thread as the run passes them, and listed in the report; skips the
+prefetch thread met beyond the run's last frame (``max_frames``, Ctrl-C) are not the run's.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from .ctrl_c import CtrlC, sigint_deferred
 from .engine import StageTimes
 from .output_folder import Outputs
 from .predictors import Predictor, Result
-from .sources import Frame, prefetch
+from .sources import Frame, Skipped, prefetch
 from .writer_threads import WriterThreads
 
 
@@ -42,6 +46,7 @@ class RunReport:
     range_m: Optional[Tuple[float, float]] = None
     keyframes: Optional[int] = None  # keyframe mode: frames whose scale/shift maps were computed
     caption_cache: Dict[str, int] = field(default_factory=dict)  # this run's hits and misses (SourceRun)
+    skipped: List[Skipped] = field(default_factory=list)  # inputs the source left out, in order
 
     @property
     def fps(self) -> float:
@@ -49,16 +54,18 @@ class RunReport:
 
 
 def run(predictor: Predictor, frames: Iterable[Frame], schedule: CaptionSchedule, outputs: Outputs, *,
-        batch: int = 1, max_frames: Optional[int] = None,
-        on_frames: Callable[[int], None] = lambda n: None) -> RunReport:
+        batch: int = 1, max_frames: Optional[int] = None, on_frames: Callable[[int], None] = lambda n: None,
+        on_skip: Callable[[Skipped], None] = lambda skipped: None) -> RunReport:
     """Predict depth for every frame (up to ``max_frames``) and write the outputs.
 
     predictor: list of B Frames + B captions -> B (depth [H, W] metres, extras), with ``.times``
-    (a StageTimes). outputs must be `prepare`d. on_frames(n) is called as n more frames are done.
+    (a StageTimes). outputs must be `prepare`d. on_frames(n) is called as n more frames are done;
+    on_skip(s) for each input the source skipped (if it lists them, as `FrameSource.skipped`).
     Returns the report; re-raises errors after finalizing what was written.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    skips = _SkipReporter(getattr(frames, "skipped", None), on_skip)
     frames = itertools.islice(frames, max_frames) if max_frames is not None else frames
     report, writer, waits, queue_size = RunReport(), None, StageTimes(), 2 * batch + 2
     before = dict(predictor.times.totals)
@@ -72,6 +79,7 @@ def run(predictor: Predictor, frames: Iterable[Frame], schedule: CaptionSchedule
                 for frame, (depth, extras) in zip(chunk, results):
                     writer.put(frame, depth, dict(extras, timings_ms=timings))
                 on_frames(len(chunk))
+                skips.passed(len(chunk))
                 if ctrl_c.pressed:
                     break
             report.interrupted = ctrl_c.pressed
@@ -81,6 +89,7 @@ def run(predictor: Predictor, frames: Iterable[Frame], schedule: CaptionSchedule
         _finish(prefetcher, writer, outputs, failed=True)
         raise
     _finish(prefetcher, writer, outputs, failed=report.interrupted)
+    report.skipped = skips.finish(source_ended=prefetcher.exhausted)
     report.seconds = time.perf_counter() - started
     report.frames = writer.written if writer else 0
     report.keyframes = getattr(predictor, "keyframe_count", None)
@@ -89,6 +98,28 @@ def run(predictor: Predictor, frames: Iterable[Frame], schedule: CaptionSchedule
         report.outputs = outputs.paths()
         report.range_m = writer.video_range()
     return report
+
+
+class _SkipReporter:
+    """Reports the source's skips in order, once the run has passed them: a skip recorded before
+    frame n is the run's once frame n was taken (or the source ended)."""
+
+    def __init__(self, skipped: Optional[List[Skipped]], on_skip: Callable[[Skipped], None]) -> None:
+        self.skipped, self.on_skip = skipped if skipped is not None else [], on_skip
+        self.taken, self.reported = 0, 0
+
+    def passed(self, frames: int) -> None:
+        self.taken += frames
+        self._report(lambda s: s.position < self.taken)
+
+    def finish(self, *, source_ended: bool) -> List[Skipped]:
+        self._report(lambda s: source_ended or s.position < self.taken)
+        return list(self.skipped[:self.reported])
+
+    def _report(self, due: Callable[[Skipped], bool]) -> None:
+        while self.reported < len(self.skipped) and due(self.skipped[self.reported]):
+            self.on_skip(self.skipped[self.reported])
+            self.reported += 1
 
 
 def _predict(predictor: Predictor, chunk: List[Frame], schedule: CaptionSchedule

@@ -25,6 +25,7 @@ def summary(report: RunReport, engine: Engine, options: RunOptions, source: str)
         "caption_cache": dict(report.caption_cache),
         "range_m": list(report.range_m) if report.range_m else None,
         "outputs": {k: str(v) for k, v in report.outputs.items()},
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
     }
 
 
@@ -54,5 +55,8 @@ def summary_lines(report: RunReport, engine: Engine, options: RunOptions) -> Lis
         lines.append(f"  keyframes: {report.keyframes} of {report.frames} frames")
     if report.range_m:
         lines.append(f"  video colour range: {report.range_m[0]:g}-{report.range_m[1]:g} m (fixed)")
+    if report.skipped:
+        lines.append(f"  skipped {len(report.skipped)} input{'s' if len(report.skipped) != 1 else ''} "
+                     "that could not be read (listed in run.json)")
     lines += [f"  wrote {path}" for path in report.outputs.values()]
     return lines

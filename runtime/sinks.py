@@ -102,7 +102,9 @@ class Sink(ABC):
 
 
 class _FolderSink(Sink):
-    """A sink that writes one file per frame, ``<folder>/<prefix><index:06d><suffix>``."""
+    """A sink that writes one file per frame: ``<folder>/<stem><suffix>`` for image inputs (named
+    after the input file, so an output always maps to its input), else
+    ``<folder>/<prefix><index:06d><suffix>``."""
 
     prefix = "depth_"
     suffix = ""
@@ -111,7 +113,8 @@ class _FolderSink(Sink):
         self.folder = _ensure_folder(Path(folder))
 
     def path_for(self, frame: Frame) -> Path:
-        return self.folder / f"{self.prefix}{frame.index:06d}{self.suffix}"
+        name = frame.stem or f"{self.prefix}{frame.index:06d}"
+        return self.folder / f"{name}{self.suffix}"
 
 
 class Png16Sink(_FolderSink):

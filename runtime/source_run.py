@@ -27,7 +27,7 @@ from .loop import RunReport
 from .predictors import predictor_for
 from .run_options import RunOptions
 from .run_summary import summary, write_summary
-from .sources import FrameSource, open_source
+from .sources import FrameSource, Skipped, open_source
 
 FOLDER_FPS = 10.0  # video frame rate for image folders (no timing of their own)
 STILL_FPS = 30.0   # ... and for other sources that do not say
@@ -78,14 +78,16 @@ class SourceRun:
         self.outputs.prepare()
         self._prepared = True
 
-    def run(self, on_frames: Callable[[int], None] = lambda n: None) -> RunReport:
-        """Predict every frame, write the outputs and run.json; on_frames(n) as n more are done."""
+    def run(self, on_frames: Callable[[int], None] = lambda n: None,
+            on_skip: Callable[[Skipped], None] = lambda skipped: None) -> RunReport:
+        """Predict every frame, write the outputs and run.json; on_frames(n) as n more are done,
+        on_skip(s) for each input the source skipped (also in ``report.skipped`` and run.json)."""
         if not self._prepared:
             self.prepare()
         cache = self.engine.cache
         hits, misses = cache.hits, cache.misses
         report = loop.run(self.predictor, self.frames, self.schedule, self.outputs, batch=self.options.batch,
-                          max_frames=self.options.max_frames, on_frames=on_frames)
+                          max_frames=self.options.max_frames, on_frames=on_frames, on_skip=on_skip)
         report.caption_cache = {"hits": cache.hits - hits, "misses": cache.misses - misses}
         if report.frames:
             write_summary(self.outputs.folder, summary(report, self.engine, self.options, self.frames.info.spec))
@@ -103,13 +105,14 @@ class SourceRun:
 
 
 def run_source(engine: Engine, source: Union[str, Path, FrameSource], out: Union[str, Path], options: RunOptions,
-               *, schedule: Optional[CaptionSchedule] = None,
-               on_frames: Callable[[int], None] = lambda n: None) -> RunReport:
+               *, schedule: Optional[CaptionSchedule] = None, on_frames: Callable[[int], None] = lambda n: None,
+               on_skip: Callable[[Skipped], None] = lambda skipped: None) -> RunReport:
     """Run one source into the output folder ``out`` with ``options`` (see `SourceRun`).
 
     engine: an open `Engine` (reuse it across sources). source: a video, image, image folder,
-    camera index or an open `FrameSource`. Returns the `RunReport`; raises `Tr2mRuntimeError`
-    (one-line message) for bad input, leaving no folder behind if no frame was done.
+    camera index or an open `FrameSource`. Returns the `RunReport` (``report.skipped``: damaged
+    images of a folder that were left out); raises `Tr2mRuntimeError` (one-line message) for bad
+    input, leaving no folder behind if no frame was done.
     """
     with SourceRun(engine, source, out, options, schedule=schedule) as job:
-        return job.run(on_frames)
+        return job.run(on_frames, on_skip)

@@ -30,12 +30,28 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", "
 @dataclass(frozen=True)
 class Frame:
     """One input frame. rgb: [H, W, 3] uint8 or uint16, RGB order. timestamp_s: seconds from
-    the stream start (None for still images). name: the file name for image inputs."""
+    the stream start (None for still images). name: the file name for image inputs. stem: for
+    image inputs, what per-frame outputs are named after: the file's stem, or its whole name when
+    another image of the folder has the same stem ("" for video and camera frames)."""
 
     index: int
     timestamp_s: float | None
     rgb: np.ndarray
     name: str = ""
+    stem: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input the source could not use and left out: path, why, and ``position``, the number of
+    frames the source had yielded before it (so a consumer knows whether its run got that far)."""
+
+    path: str
+    reason: str
+    position: int
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -54,12 +70,17 @@ def _warn(message: str) -> None:
 
 
 class FrameSource(ABC):
-    """A single-pass iterable of ``Frame``; also a context manager that closes it."""
+    """A single-pass iterable of ``Frame``; also a context manager that closes it.
+
+    ``skipped`` lists the inputs left out so far (`Skipped`, in order; appended while iterating,
+    possibly from a prefetch thread): a damaged image in a folder is skipped, not fatal.
+    """
 
     info: SourceInfo
 
     def __init__(self) -> None:
         self._iterated = False
+        self.skipped: list[Skipped] = []
 
     @classmethod
     @abstractmethod
@@ -140,7 +161,7 @@ class ImageSource(FrameSource):
     def __init__(self, spec: str) -> None:
         super().__init__()
         self._rgb = read_image(spec)
-        self._name = Path(spec).name
+        self._path = Path(spec)
         self.info = SourceInfo(kind="image", spec=spec, frame_count=1, size=self._rgb.shape[:2])
 
     @classmethod
@@ -148,7 +169,7 @@ class ImageSource(FrameSource):
         return Path(spec).suffix.lower() in IMAGE_EXTENSIONS
 
     def _frames(self) -> Iterator[Frame]:
-        yield Frame(index=0, timestamp_s=None, rgb=self._rgb, name=self._name)
+        yield Frame(index=0, timestamp_s=None, rgb=self._rgb, name=self._path.name, stem=self._path.stem)
 
 
 def _natural_key(name: str) -> list:
@@ -160,7 +181,8 @@ class FolderSource(FrameSource):
     """Every image in a folder (not recursive), in natural order of file name.
 
     Non-image files are skipped with one warning giving their count; an image that fails to
-    decode is skipped with a warning; no image at all is a SourceError.
+    decode is skipped and listed in ``skipped`` (the loop reports it); no image at all, or none
+    decodable, is a SourceError.
     """
 
     def __init__(self, spec: str) -> None:
@@ -183,17 +205,28 @@ class FolderSource(FrameSource):
 
     def _frames(self) -> Iterator[Frame]:
         index = 0
+        stems = _output_stems(self._paths)
         for path in self._paths:
             try:
                 rgb = read_image(path)
             except SourceError as e:
-                _warn(f"skipped {e}")
+                reason = str(e).removeprefix(f"{path}: ")
+                self.skipped.append(Skipped(path=str(path), reason=reason, position=index))
                 continue
-            yield Frame(index=index, timestamp_s=None, rgb=rgb, name=path.name)
+            yield Frame(index=index, timestamp_s=None, rgb=rgb, name=path.name, stem=stems[path])
             index += 1
         if index == 0:
             raise SourceError(f"{self.info.spec}: none of the {len(self._paths)} images "
                               "could be decoded")
+
+
+def _output_stems(paths: list[Path]) -> dict[Path, str]:
+    """Each image's stem, or its whole name where two images share a stem (a.jpg and a.png), so
+    that outputs named after their input never collide."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    return {path: path.stem if counts[path.stem] == 1 else path.name for path in paths}
 
 
 # ---------------------------------------------------------------------------------- video
@@ -426,6 +459,7 @@ class Prefetcher:
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._stop = threading.Event()
         self._finished = False
+        self.exhausted = False  # the source ended and every frame was taken
         self._thread = threading.Thread(target=self._produce, args=(source,), daemon=True,
                                         name="tr2m-prefetch")
         self._thread.start()
@@ -460,6 +494,7 @@ class Prefetcher:
         self.close()
         if error is not None:
             raise error
+        self.exhausted = True
         raise StopIteration
 
     def close(self, timeout: float = 5.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -162,10 +163,14 @@ def folder_mixed(ctx: Context) -> Result:
     (folder / "readme.md").write_text("# not an image")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 50)
     (folder / "sub").mkdir()
-    seen = ctx.run(folder, "--npz").ok()
+    seen = ctx.run(folder, "--npz")
+    if seen.crash is not None or seen.code != 3:  # 3: done, but an input was skipped
+        raise Crash(f"exit {seen.code} (expected 3: done with a skipped input)", seen.explain())
     expect(depth_shapes(ctx) == [(30, 40)] * 2, f"depth shapes {depth_shapes(ctx)}")
     expect(len(seen.warnings()) == 2, f"expected two warnings (non-images, broken.jpg), got {seen.warnings()}")
-    return worked("2 images done; warned: " + " / ".join(w[9:70] for w in seen.warnings()))
+    skipped = [Path(s["path"]).name for s in json.loads((ctx.out / "run.json").read_text())["skipped"]]
+    expect(skipped == ["broken.jpg"], f"run.json lists skipped {skipped}")
+    return worked("2 images done, exit 3; warned: " + " / ".join(w[9:70] for w in seen.warnings()))
 
 
 def folder_without_images(ctx: Context) -> Result:

@@ -20,7 +20,7 @@ from runtime import demo
 from runtime.cli import main
 from runtime.engine import Engine
 from runtime.errors import BundleError
-from tests.runtime.fixtures_io import BEDROOM, COFFEE, REPO, ROLLERCOASTER, count_video_frames, require
+from tests.runtime.fixtures_io import BEDROOM, COFFEE, NYU_RGB, REPO, ROLLERCOASTER, count_video_frames, require
 
 N = 12
 
@@ -264,9 +264,36 @@ def test_demo_bundle_is_built_once_and_needs_torch_only_when_building(bundle, tm
         demo.export_tiny_bundle(tmp_path / "other", log=lambda m: None)
 
 
+def test_a_damaged_image_in_a_folder_is_named_counted_and_exits_3(bundle, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(require(NYU_RGB), folder / "kitchen.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 50)
+    shutil.copy(require(NYU_RGB), folder / "office.jpg")
+    out = tmp_path / "out"
+    code = tr2m_run(folder, "--bundle", bundle, "--caption", "a room", "--out", out, "--npz", "--png16",
+                    "--cache-dir", tmp_path / "cache", "-q")
+    captured = capsys.readouterr()
+    assert code == 3
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning: skipped")]
+    assert len(warned) == 1 and str(folder / "broken.jpg") in warned[0] and "not a readable image" in warned[0]
+    assert "skipped 1 input that could not be read" in captured.out
+    info = summary(out)
+    assert info["frames"] == 2 and [Path(s["path"]).name for s in info["skipped"]] == ["broken.jpg"]
+    assert "not a readable image" in info["skipped"][0]["reason"]
+    # Outputs are named after their input, so a skip never shifts the mapping.
+    assert sorted(p.name for p in (out / "npz").iterdir()) == ["kitchen.npz", "office.npz"]
+    assert sorted(p.name for p in (out / "png16").iterdir()) == ["kitchen.png", "office.png"]
+    single = tmp_path / "single"
+    assert tr2m_run(folder / "office.jpg", "--bundle", bundle, "--caption", "a room", "--out", single, "--npz",
+                    "--no-video", "--cache-dir", tmp_path / "cache", "-q") == 0
+    assert [p.name for p in (single / "npz").iterdir()] == ["office.npz"] and summary(single)["skipped"] == []
+
+
 def test_help_lists_the_options(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
+    assert "3 done, but inputs were skipped" in " ".join(text.split())
     for option in ("--caption", "--captions", "--bundle", "--backend", "--precision", "--png16", "--npz", "--ply",
                    "--fov", "--intrinsics", "--csv", "--range", "--max-frames", "--batch", "--keyframe-every",
                    "--smooth", "--demo"):

@@ -129,3 +129,24 @@ def test_decoding_runs_ahead_but_stays_bounded(engine, frames, tmp_path):
     assert report.frames == 20
     assert max(lead) <= (2 * 2 + 2) + 2 + 1  # queue + the chunk being formed + the frame being made
     assert not [t for t in threading.enumerate() if t.name in ("tr2m-prefetch", "tr2m-writer")]
+
+
+def test_skipped_inputs_are_reported_once_the_run_passes_them(engine, tmp_path):
+    import cv2
+
+    from runtime.sources import open_source
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a", "c", "e"):
+        cv2.imwrite(str(folder / f"{name}.png"), np.full((28, 35, 3), 90, np.uint8))
+    for name in ("b", "d"):
+        (folder / f"{name}.png").write_bytes(b"\x89PNG damaged")
+    seen = []
+    with open_source(folder) as source:
+        report = run(EnginePredictor(engine), source, SCENE, prepared(tmp_path / "all", npz=True), on_skip=seen.append)
+    assert [s.path for s in seen] == [s.path for s in report.skipped] == [str(folder / "b.png"), str(folder / "d.png")]
+    assert sorted(p.name for p in (tmp_path / "all" / "npz").iterdir()) == ["a.npz", "c.npz", "e.npz"]
+    with open_source(folder) as source:  # two frames (a, c): d lies beyond the run, even if read ahead
+        report = run(EnginePredictor(engine), source, SCENE, prepared(tmp_path / "two", npz=True), max_frames=2)
+    assert report.frames == 2 and [s.path for s in report.skipped] == [str(folder / "b.png")]

@@ -5,6 +5,7 @@ import itertools
 import struct
 import threading
 import time
+from pathlib import Path
 
 import av
 import cv2
@@ -208,20 +209,30 @@ def test_folder_natural_order_skips_non_images_and_unreadable_files(tmp_path):
     with pytest.warns(Tr2mRuntimeWarning, match="skipped 1 non-image file"):
         source = open_source(tmp_path)
     assert isinstance(source, FolderSource) and source.info.frame_count == 4
-    with pytest.warns(Tr2mRuntimeWarning, match="broken.png"):
-        frames = list(source)
+    frames = list(source)
     assert [f.name for f in frames] == ["img1.png", "img2.png", "img10.png"]
     assert [f.index for f in frames] == [0, 1, 2]
     np.testing.assert_array_equal(frames[2].rgb, img)  # img10 was written undivided
+    # The damaged file is listed with its reason and where it fell, for the loop to report.
+    assert [(Path(s.path).name, s.position) for s in source.skipped] == [("broken.png", 0)]
+    assert "not a readable image" in source.skipped[0].reason and str(tmp_path) not in source.skipped[0].reason
+
+
+def test_image_frames_carry_the_stem_outputs_are_named_after(tmp_path):
+    img = np.zeros((4, 6, 3), np.uint8)
+    for name in ("kitchen.jpg", "a.jpg", "a.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    assert [(f.name, f.stem) for f in open_source(tmp_path)] == [
+        ("a.jpg", "a.jpg"), ("a.png", "a.png"), ("kitchen.jpg", "kitchen")]  # a.* share a stem: whole names
+    assert [f.stem for f in open_source(tmp_path / "kitchen.jpg")] == ["kitchen"]
 
 
 def test_folder_without_images_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="no image files"):
         open_source(tmp_path)
     (tmp_path / "a.png").write_bytes(b"garbage")
-    with pytest.warns(Tr2mRuntimeWarning):
-        with pytest.raises(SourceError, match="none of the 1 images could be decoded"):
-            list(open_source(tmp_path))
+    with pytest.raises(SourceError, match="none of the 1 images could be decoded"):
+        list(open_source(tmp_path))
 
 
 # ------------------------------------------------------------------------------- prefetch
