@@ -12,6 +12,8 @@ import onnx
 import torch
 from torch import nn
 
+from .fp16 import prescale_attention
+
 OPSET = 18
 MAX_BATCH = 64
 TWO_GB = 2 * 1024**3
@@ -29,6 +31,7 @@ def export_onnx(module: nn.Module, inputs: Mapping[str, torch.Tensor], output_na
             optimize=True, verify=False, report=False,
         )
     model = simplify(program.model_proto)
+    prescale_attention(model)  # also for FP16 engines TensorRT 10 builds from this FP32 graph
     set_metadata(model, metadata)
     save_onnx(model, path)
     onnx.checker.check_model(str(path), full_check=True)

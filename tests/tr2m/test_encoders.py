@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,19 @@ def test_depth_anything_neck_reads_the_last_four_blocks_raw_relu_disparity(tiny_
     assert seen["n"] == 4
     assert disparity.shape == (1, 1, 56, 70) and (disparity >= 0).all()
     assert relative.model.config.depth_estimation_type == "relative"
+
+
+def test_loading_depth_anything_checks_the_presets_out_indices(tiny_cfg, tmp_path):
+    # A hub id or folder whose neck reads other blocks (V2's choice, say) must fail loudly,
+    # not run with the preset's name and different numbers.
+    torch.manual_seed(0)
+    other = dataclasses.replace(tiny_cfg.relative, out_indices=(0, 1, 2, 3))
+    RelativeDepth.from_config(other, pretrained=False).save_pretrained(tmp_path / "other")
+    RelativeDepth.from_config(tiny_cfg.relative, pretrained=False).save_pretrained(tmp_path / "same")
+    with pytest.raises(ValueError, match=r"blocks \[0, 1, 2, 3\], but the preset expects \[1, 2, 3, 4\]"):
+        RelativeDepth.from_config(tiny_cfg.relative, source=str(tmp_path / "other"))
+    loaded = RelativeDepth.from_config(tiny_cfg.relative, source=str(tmp_path / "same"))
+    assert list(loaded.model.backbone.config.out_indices) == [1, 2, 3, 4]
 
 
 def test_openai_tokenization_is_pinned():

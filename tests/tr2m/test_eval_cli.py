@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tr2m.checkpoint import save_checkpoint
 from tr2m.data import DatasetConfig, build_dataset
 from tr2m.evaluation import METRIC_NAMES, PROTOCOLS, compute_errors, prepare_prediction
 from tr2m.evaluation.cli import main as eval_cli
@@ -69,6 +70,23 @@ def test_eval_kitti_real_samples(shared_data, kitti_split, tmp_path):
     assert result.exit_code == 0, result.output
     report = _check_report(out, "kitti", "garg")
     assert report["protocol"]["max_depth"] == 80.0
+    # An explicit --preset keeps its own size, and the run says so.
+    assert "model input 56x70 (--preset tiny; the authors evaluate kitti at 350x1204)" in result.output
+    assert report["model"]["input_size"] == [56, 70]
+
+
+def test_eval_uses_the_datasets_size_over_the_checkpoints_config(shared_data, kitti_split, tiny_model, tmp_path):
+    # A tr2m checkpoint stores its config (tiny: 56x70); KITTI is scored at the authors' 350x1204.
+    checkpoint = tmp_path / "head.safetensors"
+    save_checkpoint(tiny_model.head, tiny_model.config, checkpoint)
+    out = tmp_path / "kitti.json"
+    result = _run(["--dataset", "kitti", "--root", str(shared_data / "metric3d_kitti"), "--split", str(kitti_split),
+                   "--default-caption", "a street", "--checkpoint", str(checkpoint), "--random-init", "--limit", "1",
+                   "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "model input 350x1204 (the authors' size for kitti; the checkpoint's config says 56x70)" in result.output
+    report = json.loads(out.read_text())
+    assert report["model"]["input_size"] == [350, 1204] and report["model"]["preset"] == "tiny"
 
 
 def test_evaluate_api_uses_the_kitti_crop_box(shared_data, kitti_split, tiny_model):

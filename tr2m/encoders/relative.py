@@ -36,11 +36,13 @@ class RelativeDepth(FrozenEncoder):
 
     @classmethod
     def from_config(cls, cfg: RelativeDepthConfig, *, pretrained: bool = True, source: str | None = None) -> "RelativeDepth":
+        source = source or cfg.source
         model = load_or_build(
-            source or cfg.source, pretrained=pretrained, what="Depth Anything relative model",
+            source, pretrained=pretrained, what="Depth Anything relative model",
             load=_load_depth_anything, build=lambda: _build_depth_anything(cfg),
         )
         _check_relative(model)
+        _check_out_indices(model, cfg, source)
         model.config.backbone_config._attn_implementation = "eager"
         model.backbone.config._attn_implementation = "eager"
         use_hub_interpolation(model)
@@ -58,3 +60,15 @@ def _check_relative(model) -> None:
     # A metric checkpoint ends in a sigmoid times max_depth: TR2M needs the relative ReLU output.
     if model.config.depth_estimation_type != "relative":
         raise ValueError("the relative-depth model must be a 'relative' Depth Anything checkpoint, not a metric one")
+
+
+def _check_out_indices(model, cfg: RelativeDepthConfig, source: str) -> None:
+    # The neck's input blocks are part of the model's identity: v1 reads the last four, V2
+    # reads 3, 6, 9, 12; the other choice moves D_r by ~16% of its spread, with no error.
+    found = tuple(model.backbone.config.out_indices)
+    if found != tuple(cfg.out_indices):
+        raise ValueError(
+            f"Depth Anything from {source!r} feeds its neck from blocks {list(found)}, but the preset expects "
+            f"{list(cfg.out_indices)} (v1: the last four blocks; V2: 3, 6, 9, 12): use the preset made for "
+            "this checkpoint (e.g. paper_v2 for Depth Anything V2) or the checkpoint made for this preset"
+        )

@@ -77,24 +77,43 @@ def _predictor(opts: Dict[str, Any]):
     if checkpoint is not None:
         check_checkpoint(checkpoint)
     preset = opts["preset"] or _default_preset(checkpoint, opts["dataset"])
+    size, size_from = _input_size(opts, preset, checkpoint)
     torch.manual_seed(opts["seed"])
     model = tr2m.create_model(
-        preset, pretrained=not opts["random_init"], checkpoint=checkpoint, input_size=parse_size(opts["input_size"]),
+        preset, pretrained=not opts["random_init"], checkpoint=checkpoint, input_size=size,
         relative_source=opts["relative_source"], image_source=opts["image_source"], text_source=opts["text_source"],
         device=resolve_device(opts["device"]),
     )
-    description = {"checkpoint": checkpoint, "random_init": opts["random_init"]}
+    description = {"checkpoint": checkpoint, "random_init": opts["random_init"], "input_size_from": size_from}
     return TorchPredictor(model, description=description)
 
 
 def _default_preset(checkpoint: Optional[str], dataset: str) -> Optional[str]:
-    """None (the config stored in a tr2m .safetensors checkpoint), else the authors' input size
-    for the dataset: 'kitti' (350x1204) for KITTI, 'paper' (434x560) otherwise."""
+    """None (the config stored in a tr2m .safetensors checkpoint), else the dataset's preset in
+    EVAL_PRESETS ('paper' for datasets without one)."""
     from tr2m.checkpoint import read_config
+
+    from .evaluate import EVAL_PRESETS
 
     if checkpoint is not None and read_config(checkpoint) is not None:
         return None
-    return "kitti" if dataset == "kitti" else "paper"
+    return EVAL_PRESETS.get(dataset, "paper")
+
+
+def _input_size(opts: Dict[str, Any], preset: Optional[str], checkpoint: Optional[str]):
+    """(H, W) or None (the preset's), and where it comes from: --input-size, an explicit --preset,
+    else the authors' size for the dataset over the checkpoint's stored config."""
+    from tr2m.checkpoint import read_config
+    from tr2m.config import get_preset
+
+    from .evaluate import eval_input_size
+
+    if opts["input_size"]:
+        return parse_size(opts["input_size"]), "--input-size"
+    if opts["preset"]:
+        return None, f"--preset {opts['preset']}"
+    configured = (get_preset(preset) if preset is not None else read_config(checkpoint)).input_size
+    return eval_input_size(opts["dataset"], configured)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +128,7 @@ def _default_preset(checkpoint: Optional[str], dataset: str) -> Optional[str]:
 @click.option("--protocol", default=None, help="Metric protocol (caps and crop); default: the dataset's "
               "(nyu, kitti, void, c3vd); required for folder.")
 @click.option("--preset", default=None, help="Model preset. Default: the config stored in a tr2m .safetensors "
-              "checkpoint, else 'kitti' (350x1204 input) for KITTI and 'paper' (434x560) for the rest.")
+              "checkpoint, else 'kitti' for KITTI and 'paper' for the rest.")
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Head weights: the authors' .pth, a training dict, or a tr2m .safetensors.")
 @click.option("--random-init", is_flag=True, help="Random encoders (seeded by --seed), and a random head unless --checkpoint: for pipeline "
@@ -117,7 +136,10 @@ def _default_preset(checkpoint: Optional[str], dataset: str) -> Optional[str]:
 @click.option("--relative-source", default=None, help="Depth Anything hub id or local folder.")
 @click.option("--image-source", default=None, help="DINOv2 hub id or local folder.")
 @click.option("--text-source", default=None, help="CLIP text hub id or local folder.")
-@click.option("--input-size", default=None, help="Model input HxW, multiples of 14 (default: the preset's).")
+@click.option("--input-size", default=None, help="Model input HxW, multiples of 14. Default: the --preset's if "
+              "given, else the authors' size for the dataset (434x560 for nyu, void, c3vd; 350x1204 for kitti) even "
+              "when the checkpoint's stored config says otherwise (folder: the config's). The size used is printed "
+              "and reported.")
 @click.option("--bundle", type=click.Path(), default=None, help="Evaluate an exported bundle folder (runtime.Engine).")
 @click.option("--backend", default=None, help="Bundle backend (the runtime's names, e.g. auto, ort-cpu, ort-cuda, "
               "tensorrt; default: auto).")
@@ -154,6 +176,7 @@ def main(**opts: Any) -> None:
 
     click.echo(f"{report.dataset} ({report.protocol['name']} protocol): {report.count} images"
                + (f", {report.skipped} without valid pixels" if report.skipped else ""))
+    _echo_input_size(report.model, report.dataset)
     click.echo(format_table(report.metrics))
     if opts["output"]:
         click.echo(f"wrote {opts['output']}")
@@ -180,6 +203,17 @@ def _run(opts: Dict[str, Any]):
             raise InputError(f"cannot write the report to {opts['output']}: {e.strerror or e}; "
                              "choose a writable --output path") from None
     return report
+
+
+def _echo_input_size(description: Dict[str, Any], dataset: str) -> None:
+    from .evaluate import authors_input_size
+
+    height, width = description["input_size"]
+    line = f"model input {height}x{width} ({description['input_size_from']}"
+    authors = authors_input_size(dataset)
+    if authors is not None and tuple(authors) != (height, width):
+        line += f"; the authors evaluate {dataset} at {authors[0]}x{authors[1]}"
+    click.echo(line + ")")
 
 
 if __name__ == "__main__":

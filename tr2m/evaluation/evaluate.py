@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
@@ -26,12 +26,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tr2m.atomic import atomic_target
+from tr2m.config import get_preset
 from tr2m.transforms import prepare
 
 from .metrics import METRIC_NAMES, PROTOCOLS, EvalProtocol, MetricAccumulator, get_protocol
 
 # The protocol each dataset reader is scored with unless told otherwise (folder: must be given).
 DEFAULT_PROTOCOLS = {"nyu": "nyu", "kitti": "kitti", "void": "void", "c3vd": "c3vd"}
+
+# The model input size the authors evaluate each dataset at (eval_4d.py: frames 480 rows high,
+# NYU, VOID and C3VD, go in at 434x560; KITTI's KB window at 350x1204), named by the preset
+# that carries it. The folder reader has none: it keeps the model's configured size.
+EVAL_PRESETS = {"nyu": "paper", "kitti": "kitti", "void": "paper", "c3vd": "paper"}
 
 
 class Predictor(Protocol):
@@ -49,7 +55,8 @@ class TorchPredictor:
         self.model = model.eval()
         self.amp = amp
         self.description = {"kind": "torch", "preset": model.config.name,
-                            "input_size": list(model.config.input_size), **(description or {})}
+                            "input_size": list(model.config.input_size),
+                            "input_size_from": "the model's config", **(description or {})}
         self._text: Dict[str, torch.Tensor] = {}
 
     def _embed(self, caption: str) -> torch.Tensor:
@@ -85,7 +92,8 @@ class BundlePredictor:
             raise EngineUnavailable(f"bundle evaluation needs runtime.Engine, which cannot be imported ({e})") from e
         options = {k: v for k, v in (("backend", backend), ("precision", precision)) if v}
         self.engine = Engine.open(str(bundle_dir), **options)
-        self.description = {"kind": "bundle", "bundle": str(bundle_dir),
+        self.description = {"kind": "bundle", "bundle": str(bundle_dir), "input_size": list(self.engine.input_size),
+                            "input_size_from": "fixed by the bundle",
                             "backend": getattr(self.engine, "backend_name", backend or "auto"),
                             "precision": getattr(self.engine, "precision", precision or "default")}
 
@@ -120,6 +128,28 @@ def default_protocol(dataset_name: str) -> str:
         raise ValueError(f"dataset {dataset_name!r} has no default protocol; pass one of "
                          f"{', '.join(sorted(PROTOCOLS))} (--protocol)")
     return DEFAULT_PROTOCOLS[dataset_name]
+
+
+def authors_input_size(dataset_name: str) -> Optional[Tuple[int, int]]:
+    """The input size (H, W) the authors evaluate `dataset_name` at; None when they have none."""
+    preset = EVAL_PRESETS.get(dataset_name)
+    return None if preset is None else get_preset(preset).input_size
+
+
+def eval_input_size(dataset_name: str, configured: Tuple[int, int]) -> Tuple[Tuple[int, int], str]:
+    """The input size (H, W) to score `dataset_name` at when the user named none, and why.
+
+    The authors' size for the dataset wins over the size a checkpoint's stored config (or a
+    default preset) carries: a KITTI score at 434x560 is not comparable with the paper's KITTI
+    score at 350x1204. Datasets without one keep the configured size.
+    """
+    size = authors_input_size(dataset_name)
+    if size is None:
+        return tuple(configured), "the model's config"
+    reason = f"the authors' size for {dataset_name}"
+    if tuple(size) != tuple(configured):
+        reason += f"; the checkpoint's config says {configured[0]}x{configured[1]}"
+    return size, reason
 
 
 def evaluate(predictor: Predictor, dataset: Dataset, protocol: str | EvalProtocol, *, limit: Optional[int] = None,
