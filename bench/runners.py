@@ -35,17 +35,20 @@ class EngineRunner:
 
     def load(self) -> None:
         from runtime import Bundle, Engine
-        from runtime.backends import BACKENDS
+        from runtime.backends import BACKENDS, BackendUnavailable
         from runtime.engine import PRECISION_GRAPHS
 
         bundle = Bundle.open(self.bundle, verify=False)
         backend = BACKENDS[self.spec.runtime_backend]
         if not backend.available(bundle):
             raise Skip(f"{self.spec.runtime_backend} cannot run here: {backend.requirement}")
-        if not bundle.has_graph(PRECISION_GRAPHS[self.spec.precision]):
-            raise Skip(f"the bundle has no {PRECISION_GRAPHS[self.spec.precision]} graph")
-        self.engine = Engine(bundle, backend, precision=self.spec.precision,
-                             cache=_cache(bundle, self.cache_dir))
+        reason = backend.refusal(bundle, [PRECISION_GRAPHS[self.spec.precision]])  # engines for this GPU, graphs
+        if reason:
+            raise Skip(f"{self.spec.runtime_backend}: {reason}")
+        try:
+            self.engine = Engine(bundle, backend, precision=self.spec.precision, cache=_cache(bundle, self.cache_dir))
+        except BackendUnavailable as e:  # e.g. the session did not get its provider: never time a CPU fallback
+            raise Skip(str(e)) from e
 
     def predict(self, frames: Sequence[np.ndarray], caption: str) -> Tuple[List[np.ndarray], StageMs]:
         depths = self.engine.predict_batch(frames, [caption] * len(frames))
@@ -67,6 +70,9 @@ class EngineRunner:
         session = getattr(self.engine.image, "session", None)
         if session is not None:
             info["providers"] = session.get_providers()
+        meta = getattr(self.engine.image, "meta", None)  # native TensorRT: which engine ran
+        if meta is not None:
+            info["engine"] = meta.key
         return info
 
 

@@ -69,6 +69,16 @@ def error_text(cudart, err) -> str:
     return f"{name} ({text})"
 
 
+def native_handle(obj) -> int:
+    """The address behind a cuda-python object (a cudaStream_t), as TensorRT's
+    execute_async_v3(stream_handle: int) takes it; int(obj) is deprecated since cuda-bindings 13."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:  # cuda-python < 12.8, old layout
+        return int(obj)
+    return int(get_cuda_native_handle(obj))
+
+
 def checked(cudart, result, call: str = "CUDA call"):
     """cuda-python returns (err, value...): raise on error, return the value(s)."""
     err, *rest = result if isinstance(result, tuple) else (result,)

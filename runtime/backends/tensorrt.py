@@ -19,7 +19,7 @@ from ..trt_sidecar import FLAVOUR_IDS, EngineError, current_gpu_cc, flavour_for_
     recorded_engines, select_engine
 from .base import Backend, BackendUnavailable
 from .batching import BatchLimits, run_in_chunks
-from .cuda import checked, cuda_problem, import_cudart
+from .cuda import checked, cuda_problem, import_cudart, native_handle
 
 
 def installed_tensorrt() -> Dict[str, object]:
@@ -89,10 +89,11 @@ class TensorRTBackend(Backend):
         if engine is None:
             raise BackendUnavailable(f"{FLAVOUR_IDS[meta.flavour].label} {trt.__version__} could not deserialize "
                                      f"{choice.engine.name}: rebuild it with tr2m-export trt")
-        return cls(trt, import_cudart(), runtime, engine)
+        return cls(trt, import_cudart(), runtime, engine, meta)
 
-    def __init__(self, trt, cudart, runtime, engine):
+    def __init__(self, trt, cudart, runtime, engine, meta=None):
         self.trt, self.cudart, self.runtime, self.engine = trt, cudart, runtime, engine
+        self.meta = meta  # the sidecar: which engine runs (key, precision, flavour)
         self.context = engine.create_execution_context()
         self.stream = checked(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -120,7 +121,7 @@ class TensorRTBackend(Backend):
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:
-            array = np.ascontiguousarray(feeds[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            array = np.ascontiguousarray(feeds[name], dtype=numpy_dtype(self.trt, self.engine.get_tensor_dtype(name)))
             if not self.context.set_input_shape(name, array.shape):
                 raise BundleError(f"the TensorRT engine refuses {name} of shape {list(array.shape)} (its profile "
                                   f"takes batch {self.limits.min}..{self.limits.max}): rebuild it with a wider "
@@ -134,9 +135,9 @@ class TensorRTBackend(Backend):
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise BundleError(f"the TensorRT engine could not infer the shape of {name} ({list(shape)})")
-            results[name] = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            results[name] = np.empty(shape, dtype=numpy_dtype(self.trt, self.engine.get_tensor_dtype(name)))
             self.context.set_tensor_address(name, self._device_buffer(name, results[name].nbytes))
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(native_handle(self.stream)):
             raise BundleError("TensorRT execution failed (see the TensorRT messages above)")
         for name, array in results.items():
             checked(cudart, cudart.cudaMemcpyAsync(array.ctypes.data, self._buffers[name][0], array.nbytes, d2h,
@@ -164,6 +165,18 @@ class TensorRTBackend(Backend):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may already be gone
             pass
+
+
+# TensorRT data types by name, for a TensorRT without trt.nptype.
+_NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
+                 "INT64": np.int64, "BOOL": np.bool_}
+
+
+def numpy_dtype(trt, dtype) -> np.dtype:
+    """A TensorRT DataType -> the numpy dtype of its host buffers."""
+    if hasattr(trt, "nptype"):
+        return np.dtype(trt.nptype(dtype))
+    return np.dtype(_NUMPY_DTYPES[dtype.name])
 
 
 def engine_batch_limits(engine, inputs: Sequence[str], profile_index: int = 0) -> BatchLimits:

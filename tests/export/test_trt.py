@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import types
 import warnings
 
 import numpy as np

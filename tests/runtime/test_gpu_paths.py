@@ -18,9 +18,9 @@ from runtime import Engine
 from runtime.backends import BACKENDS, backend_candidates, pick_backend
 from runtime.backends.base import BackendUnavailable
 from runtime.backends.batching import DEFAULT_MAX_BATCH, BatchLimits, chunk_bounds, run_in_chunks
-from runtime.backends.cuda import cuda_problem
+from runtime.backends.cuda import cuda_problem, native_handle
 from runtime.backends.ort import OrtCpu, OrtCuda, OrtTensorRT, profile_options, trt_cache_dir
-from runtime.backends.tensorrt import TensorRTBackend, installed_tensorrt
+from runtime.backends.tensorrt import _NUMPY_DTYPES, TensorRTBackend, installed_tensorrt, numpy_dtype
 from runtime.bundle import Bundle
 from runtime.engine import _graph_for
 from runtime.errors import BundleError, Tr2mRuntimeWarning
@@ -173,6 +173,17 @@ def test_cuda_that_cannot_start_is_explained():
     assert "no NVIDIA driver is loaded" in problem or "driver supports CUDA" in problem
 
 
+def test_streams_reach_tensorrt_as_their_address():
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="needs cuda-python")
+    assert native_handle(runtime.cudaStream_t(0x7F00)) == 0x7F00  # execute_async_v3 takes an int
+
+
+def test_host_buffers_get_the_engine_tensor_types(rtx):
+    assert numpy_dtype(rtx, rtx.DataType.FLOAT) == np.float32 and numpy_dtype(rtx, rtx.DataType.INT64) == np.int64
+    for name, dtype in _NUMPY_DTYPES.items():  # the table used where trt.nptype is missing agrees with it
+        assert np.dtype(rtx.nptype(getattr(rtx.DataType, name))) == dtype, name
+
+
 def test_missing_cuda_python_names_the_extra(monkeypatch):
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
         monkeypatch.setitem(sys.modules, name, None)  # import -> ImportError
@@ -284,3 +295,51 @@ def test_every_backend_can_be_closed(tiny_bundle):
     backend = OrtCpu.load(Bundle.open(tiny_bundle.bundle), "text")
     backend.close()
     assert set(BACKENDS) == {"tensorrt", "ort-trt", "ort-cuda", "ort-cpu"}
+
+
+# ----------------------------------------------------------------- GPU only (scripts/gpu_check.py runs these last)
+@pytest.fixture(scope="module")
+def gpu_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny bundle with FP32 image + text engines for this GPU (default profile, batch 1..8)."""
+    from export.trt import build_bundle_engines
+    from runtime.trt_sidecar import current_gpu_cc
+
+    if current_gpu_cc() is None or cuda_problem() is not None:
+        pytest.skip(f"needs a CUDA GPU ({cuda_problem() or 'none found through the CUDA driver'})")
+    if not installed_tensorrt():
+        pytest.skip("needs TensorRT or TensorRT for RTX")
+    out = tmp_path_factory.mktemp("gpu") / "bundle"
+    shutil.copytree(tiny_bundle.bundle, out)
+    build_bundle_engines(out, graphs=("image", "text"), echo=lambda m: None)
+    return out
+
+
+@pytest.mark.gpu
+def test_native_tensorrt_chunks_batches_past_the_profile(gpu_bundle, real_frames, tmp_path):
+    """Tolerance: median relative depth error 1e-3 vs ort-cpu (TF32 in FP32 engines)."""
+    cpu = Engine.open(gpu_bundle, backend="ort-cpu", cache_dir=tmp_path / "cpu")
+    gpu = Engine.open(gpu_bundle, backend="tensorrt", cache_dir=tmp_path / "gpu")
+    assert gpu.image.limits == BatchLimits(1, DEFAULT_MAX_BATCH)
+    frames = [real_frames[i % len(real_frames)] for i in range(DEFAULT_MAX_BATCH + 1)]
+    for got, want in zip(gpu.predict_batch(frames, ["an office"] * len(frames)),
+                         cpu.predict_batch(frames, ["an office"] * len(frames))):
+        assert np.median(np.abs(got - want) / want) <= 1e-3
+    captions = CAPTIONS[: DEFAULT_MAX_BATCH + 2]  # more new captions than the text engine's profile
+    np.testing.assert_allclose(gpu.embed(captions), cpu.embed(captions), rtol=1e-3, atol=1e-4)
+    gpu.close()
+    gpu.close()  # idempotent
+
+
+@pytest.mark.gpu
+def test_ort_gpu_sessions_really_get_their_providers(gpu_bundle, tmp_path):
+    import onnxruntime as ort
+
+    for backend, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-trt", "TensorrtExecutionProvider")):
+        if provider not in ort.get_available_providers():
+            continue
+        try:
+            engine = Engine.open(gpu_bundle, backend=backend, cache_dir=tmp_path / backend)
+        except BackendUnavailable as e:  # listed but not loadable: the refusal must name the provider
+            assert provider in str(e)
+            continue
+        assert engine.image.session.get_providers()[0] == provider
