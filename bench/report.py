@@ -324,12 +324,18 @@ def markdown(summary: Dict) -> str:
 
 def write_markdown(summary: Dict, path: Path) -> None:
     """Write the generated section into path, keeping whatever lies outside the markers."""
-    block = f"{BEGIN}\n{markdown(summary)}\n{END}"
+    write_section(path, BEGIN, END, markdown(summary))
+
+
+def write_section(path: Path, begin: str, end: str, body: str) -> None:
+    """Put ``body`` between the markers ``begin`` and ``end`` in path (appended when absent),
+    keeping everything outside them."""
+    block = f"{begin}\n{body}\n{end}"
     if path.is_file():
         text = path.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + block + rest.split(END, 1)[1]
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
         else:
             text = text.rstrip() + "\n\n" + block + "\n"
     else:

@@ -46,6 +46,10 @@ class BundleError(Tr2mRuntimeError):
     """An exported bundle is missing, incomplete or does not match this runtime."""
 
 
+class ClusterError(Tr2mRuntimeError):
+    """Ray is missing, or a Ray cluster cannot be started or reached."""
+
+
 class Tr2mRuntimeWarning(UserWarning):
     """Something was skipped or degraded but the run goes on (a corrupt cache entry, an
     unreadable file in a folder, a video cut short)."""

@@ -124,12 +124,18 @@ class Png16Sink(_FolderSink):
     suffix = ".png"
 
     def _write(self, frame: Frame, depth_m: np.ndarray, extras: Extras) -> None:
-        mm = np.clip(np.nan_to_num(depth_m * 1000.0, posinf=65535.0), 1, 65535)
-        mm = np.where(valid_mask(depth_m), np.round(mm), 0).astype(np.uint16)
-        ok, png = cv2.imencode(".png", mm)
-        if not ok:
-            raise OutputError(f"{self.path_for(frame)}: PNG encoding failed")
-        _write_file(self.path_for(frame), png.tobytes())
+        _write_file(self.path_for(frame), png16_bytes(depth_m))
+
+
+def png16_bytes(depth_m: np.ndarray) -> bytes:
+    """depth float [H, W] metres -> a 16-bit PNG file in millimetres (0 = invalid, valid depth
+    clipped to [1, 65535] mm)."""
+    mm = np.clip(np.nan_to_num(depth_m * 1000.0, posinf=65535.0), 1, 65535)
+    mm = np.where(valid_mask(depth_m), np.round(mm), 0).astype(np.uint16)
+    ok, png = cv2.imencode(".png", mm)
+    if not ok:
+        raise OutputError("PNG encoding failed")
+    return png.tobytes()
 
 
 class NpzSink(_FolderSink):

@@ -128,25 +128,30 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 def read_image(path: Path | str) -> np.ndarray:
     """Decode an image file -> [H, W, 3] RGB, uint8 or uint16. Raises SourceError."""
     path = _existing_file(str(path))
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode: also works for non-ASCII paths
+    return decode_image(np.fromfile(path, dtype=np.uint8), path)  # fromfile: non-ASCII paths too
+
+
+def decode_image(data: np.ndarray, name: Path | str) -> np.ndarray:
+    """Encoded image bytes (uint8 [N]) -> [H, W, 3] RGB, uint8 or uint16; ``name`` labels the
+    errors (a path, or "the request body"). Raises SourceError."""
     flags = cv2.IMREAD_COLOR if data[:3].tobytes() == _JPEG_MAGIC else cv2.IMREAD_UNCHANGED
     try:
         img = cv2.imdecode(data, flags)
     except cv2.error as e:  # e.g. a header claiming more pixels than CV_IO_MAX_IMAGE_PIXELS allows
         reason = str(e).split("error: ")[-1].strip()
-        raise SourceError(f"{path}: OpenCV refuses to decode this image ({reason}); if it is really "
+        raise SourceError(f"{name}: OpenCV refuses to decode this image ({reason}); if it is really "
                           "that large, downscale it first") from None
     if img is None:
-        raise SourceError(f"{path}: not a readable image (corrupt, truncated, or not the format its "
+        raise SourceError(f"{name}: not a readable image (corrupt, truncated, or not the format its "
                           "extension says); re-save it as PNG or JPEG")
-    return _to_rgb(img, path)
+    return _to_rgb(img, name)
 
 
 # OpenCV channel count -> conversion to RGB (alpha dropped: it carries no depth cue).
 _TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
 
 
-def _to_rgb(img: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb(img: np.ndarray, path: Path | str) -> np.ndarray:
     if img.dtype not in (np.uint8, np.uint16):
         raise SourceError(f"{path}: {img.dtype} images are not supported; convert to 8 or 16 bit")
     channels = 1 if img.ndim == 2 else img.shape[2]

@@ -1,0 +1,35 @@
+"""Console entries `tr2m-serve` and `tr2m-batch`: one-line errors, exit 2 for bad input, 130 on
+Ctrl-C. Their modules (and Ray) load only when the command runs."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional, Sequence
+
+
+def _run(module: str, prog: str, argv: Optional[Sequence[str]]) -> int:
+    import click
+
+    from ..errors import Tr2mRuntimeError
+
+    try:
+        command = importlib.import_module(module, __package__).command
+        code = command.main(args=list(argv) if argv is not None else None, prog_name=prog, standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("interrupted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    except Tr2mRuntimeError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    return code if isinstance(code, int) else 0
+
+
+def serve_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _run(".serve_cli", "tr2m-serve", argv)
+
+
+def batch_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _run(".batch_cli", "tr2m-batch", argv)
