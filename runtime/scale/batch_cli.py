@@ -70,6 +70,7 @@ def command(sources, bundle, out, caption, captions_map, workers, cpus_per_worke
     else --caption. Folders already complete (every file checked against its complete.json) are
     skipped, so running the same command again finishes what is missing.
     """
+    require("ray", "ray.data")
     options = RunOptions.from_params({**run_params, "caption": caption})
     Bundle.open(bundle, verify=True)  # a bad bundle is one error line here, not one per worker
     run = BatchRun(make_jobs(sources, caption=caption, caption_map=captions_map), Path(out),
@@ -79,7 +80,6 @@ def command(sources, bundle, out, caption, captions_map, workers, cpus_per_worke
     started = time.perf_counter()
     results, interrupted = [], False
     if todo:
-        require("ray", "ray.data")
         try:
             results = _on_cluster(run, todo, ClusterOptions(address, num_cpus, object_store_mb), gpus_per_worker)
         except KeyboardInterrupt:

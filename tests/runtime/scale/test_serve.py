@@ -149,3 +149,24 @@ def test_command_errors_are_one_line_exit_2(prelude, args, words):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+
+
+def test_batch_without_ray_is_one_line_naming_the_extra(tiny_bundle, shared_data, tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from runtime.scale.entry import batch_main; sys.exit(batch_main())")
+    video = shared_data / "videos" / "sam2_bedroom.mp4"
+    result = subprocess.run([sys.executable, "-c", code, str(video), "--bundle", str(tiny_bundle.bundle),
+                             "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and 'pip install "tr2m[ray]"' in result.stderr
+
+
+def test_scale_modules_never_import_torch():
+    modules = ["runtime.scale.client", "runtime.scale.depth_api", "runtime.scale.service", "runtime.scale.batch_cli",
+               "runtime.scale.batch", "runtime.scale.folders", "runtime.scale.videos"]
+    code = ("import sys, importlib\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
