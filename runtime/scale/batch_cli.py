@@ -30,8 +30,10 @@ from .videos import jobs as make_jobs
 
 SUMMARY = "batch.json"
 # tr2m-run's own options, reused as they are: every output and model option works per video.
-RUN_PARAMS = [p for p in run_command.params
-              if p.name in {f.name for f in fields(RunOptions)} and p.name not in ("caption", "captions_file")]
+# Captions are per video here (see videos.py); for captions made by a model, run
+# `tr2m-caption video` first: the NAME.srt it writes beside each video is picked up.
+PER_VIDEO = ("caption", "captions_file", "auto_caption", "caption_model")
+RUN_PARAMS = [p for p in run_command.params if p.name in {f.name for f in fields(RunOptions)} and p.name not in PER_VIDEO]
 
 
 def _parse_workers(ctx, param, value: str) -> Tuple[int, int]:
