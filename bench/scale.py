@@ -35,31 +35,48 @@ BATCH = "import sys; from runtime.scale.entry import batch_main; sys.exit(batch_
 SERVE = "import sys; from runtime.scale.entry import serve_main; sys.exit(serve_main())"
 
 
-def _timed(args: List[str]) -> float:
-    started = time.perf_counter()
+def _run(args: List[str]) -> None:
     result = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise click.ClickException(f"{args[0][:40]}... failed ({result.returncode}): {result.stderr[-1500:]}")
+
+
+def bench_batch(bundle: Path, videos: List[Path], common: List[str], work: Path, repeats: int) -> List[Dict]:
+    """Median wall seconds per way of running, the ways interleaved in each round so that every
+    round sees the same machine load."""
+    ways = {"tr2m-run, one video after another": lambda out: _plain(bundle, videos, common, out)}
+    for workers in (1, 2):
+        ways[f"tr2m-batch --workers {workers}"] = lambda out, w=workers: _batch(bundle, videos, common, out, w)
+    seconds: Dict[str, List[float]] = {how: [] for how in ways}
+    frames: Dict[str, int] = {}
+    for round_ in range(repeats):
+        for i, (how, way) in enumerate(ways.items()):
+            seconds[how].append(_timed_way(way, work / f"r{round_}-{i}"))
+            frames[how] = _frames(work / f"r{round_}-{i}")
+    plain = float(np.median(seconds[next(iter(ways))]))
+    return [{"how": how, "seconds": float(np.median(s)), "runs": len(s), "frames": frames[how],
+             "fps": frames[how] / float(np.median(s)), "vs_plain": float(np.median(s)) / plain}
+            for how, s in seconds.items()]
+
+
+def _timed_way(way, out: Path) -> float:
+    started = time.perf_counter()
+    way(out)
     return time.perf_counter() - started
 
 
-def bench_batch(bundle: Path, videos: List[Path], common: List[str], work: Path) -> List[Dict]:
-    rows = []
-    plain = sum(_timed([RUN, str(v), "--bundle", str(bundle), "--out", str(work / "plain" / v.stem), "--quiet", *common])
-                for v in videos)
-    frames = sum(json.loads((work / "plain" / v.stem / "run.json").read_text())["frames"] for v in videos)
-    rows.append({"how": "tr2m-run, one video after another", "seconds": plain, "frames": frames})
-    for workers in (1, 2):
-        out = work / f"batch{workers}"
-        seconds = _timed([BATCH, *map(str, videos), "--bundle", str(bundle), "--out", str(out),
-                          "--workers", str(workers), "--num-cpus", "2", "--object-store-mb", "200", *common])
-        done = json.loads((out / "batch.json").read_text())
-        rows.append({"how": f"tr2m-batch --workers {workers}", "seconds": seconds, "frames": done["frames"],
-                     "inside": done["seconds"]})
-    for row in rows:
-        row["fps"] = row["frames"] / row["seconds"]
-        row["vs_plain"] = row["seconds"] / plain
-    return rows
+def _plain(bundle: Path, videos: List[Path], common: List[str], out: Path) -> None:
+    for v in videos:
+        _run([RUN, str(v), "--bundle", str(bundle), "--out", str(out / v.stem), "--quiet", *common])
+
+
+def _batch(bundle: Path, videos: List[Path], common: List[str], out: Path, workers: int) -> None:
+    _run([BATCH, *map(str, videos), "--bundle", str(bundle), "--out", str(out), "--workers", str(workers),
+          "--num-cpus", "2", "--object-store-mb", "200", *common])
+
+
+def _frames(out: Path) -> int:
+    return sum(json.loads(p.read_text())["frames"] for p in out.glob("*/run.json"))
 
 
 def _free_port() -> int:
@@ -123,14 +140,15 @@ def _wait_ready(client, server, timeout_s: float = 300) -> None:
 
 
 def markdown(batch: List[Dict], serve: List[Dict], note: str) -> str:
-    batch_rows = [[r["how"], f"{r['frames']}", f"{r['seconds']:.1f}", f"{r['fps']:.2f}", f"{r['vs_plain']:.2f}"]
-                  for r in batch]
+    batch_rows = [[r["how"], f"{r['frames']}", r["runs"], f"{r['seconds']:.1f}", f"{r['fps']:.2f}",
+                   f"{r['vs_plain']:.2f}"] for r in batch]
     serve_rows = [[r["mode"], r["concurrency"], r["requests"], r["failed"], f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                    f"{r['rps']:.2f}"] for r in serve]
     return "\n\n".join([
         "## Scale out: tr2m-batch and tr2m-serve", note,
-        "### Batch over the three shared videos (wall seconds of each whole command, Ray start-up included)",
-        _md(("how", "frames", "seconds", "frames/s", "time vs tr2m-run"), batch_rows),
+        "### Batch over the three shared videos (median wall seconds of each whole command, Ray start-up "
+        "included; the three ways interleaved in each round)",
+        _md(("how", "frames", "runs", "median s", "frames/s", "time vs tr2m-run"), batch_rows),
         "### Serving, closed-loop load on 127.0.0.1 (one NYU 640x480 JPEG, caption cached)",
         _md(("mode", "concurrency", "requests", "failed", "p50 ms", "p99 ms", "requests/s"), serve_rows)])
 
@@ -142,8 +160,9 @@ def markdown(batch: List[Dict], serve: List[Dict], note: str) -> str:
               help="Image for the load test [default: the first NYU frame of the shared data].")
 @click.option("--requests", default=48, show_default=True, help="Requests per concurrency level.")
 @click.option("--max-frames", type=int, default=None, help="Frames per video (default: all).")
+@click.option("--repeats", default=3, show_default=True, help="Rounds of the batch comparison (medians).")
 @click.option("--results", type=click.Path(path_type=Path), default=RESULTS, show_default=True)
-def main(bundle, videos, image, requests, max_frames, results) -> None:
+def main(bundle, videos, image, requests, max_frames, repeats, results) -> None:
     """Batch vs plain tr2m-run, and serving latency/throughput; a section of RESULTS.md."""
     video_files = sorted(videos.glob("*.mp4"))
     image = image or videos.parent / "metric3d_nyu" / "rgb" / "rgb_00000.jpg"
@@ -152,11 +171,11 @@ def main(bundle, videos, image, requests, max_frames, results) -> None:
     with tempfile.TemporaryDirectory(prefix="tr2m-bench-scale-") as tmp:
         work = Path(tmp)
         common += ["--cache-dir", str(work / "cache")]
-        batch = bench_batch(bundle, video_files, common, work)
+        batch = bench_batch(bundle, video_files, common, work, repeats)
         serve = bench_serve(bundle, image, requests, work)
     preset = json.loads((bundle / "manifest.json").read_text()).get("preset", "?")
     note = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
-            f"{_cpus()} CPUs (this machine is shared: medians are not taken, rerun to compare), bundle preset "
+            f"{_cpus()} CPUs shared with other jobs (numbers move with their load), bundle preset "
             f"{preset}, ORT CPU, outputs depth.mp4 + PNG16 per frame.")
     text = markdown(batch, serve, note)
     click.echo(text)
