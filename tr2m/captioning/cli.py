@@ -52,6 +52,14 @@ def _bar(total: Optional[int], unit: str, desc: str, quiet: bool):
     return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, disable=quiet, dynamic_ncols=True)
 
 
+def _quiet_transformers(quiet: bool) -> None:
+    """-q also silences transformers' weight-loading bars."""
+    if quiet:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
 def _sampling(o) -> Sampling:
     return Sampling(temperature=o["temperature"], top_p=o["top_p"], max_new_tokens=o["max_new_tokens"], seed=o["seed"])
 
@@ -106,6 +114,7 @@ def dataset(**o) -> None:
     from .files import caption_jobs, dataset_jobs, settings, write_settings
     from .models import Describer, ObjectLister
 
+    _quiet_transformers(o["quiet"])
     with _user_errors():
         from ..data.datasets import read_rgb
 
@@ -155,16 +164,17 @@ def caption_video(source: str, out: Path, *, model: str = DEFAULT_DESCRIBER, dev
     from .models import Describer
     from .video import SCHEDULE_SUFFIXES, ScheduleError, describe_scenes, find_scenes, write_schedule
 
+    _quiet_transformers(quiet)
     out = Path(out)
     if out.suffix.lower() not in SCHEDULE_SUFFIXES:
         raise ScheduleError(f"{out}: the schedule must be a {' or '.join(SCHEDULE_SUFFIXES)} file")
-    with open_source(source) as probe:
+    with open_source(source) as probe:  # a bad source fails before the model loads
         total = probe.info.frame_count
+    describer = Describer(model, device=device, sampling=sampling)  # a bad model fails before the scene pass
     with _bar(total, "frame", "scenes", quiet) as bar:
         found, fps = find_scenes(source, scenes, on_frame=bar.update)
     if not quiet:
         log(f"{len(found)} scene(s) in {source}; captioning one frame each with {model}")
-    describer = Describer(model, device=device, sampling=sampling)
     with _bar(len(found), "scene", "captions", quiet) as bar:
         captions = describe_scenes(source, found, describer, batch=batch, seed=sampling.seed, on_done=bar.update)
     return write_schedule(out, found, captions, fps)
