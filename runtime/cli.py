@@ -93,8 +93,13 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
 @click.option("--bundle", type=FOLDER, envvar="TR2M_BUNDLE",
               help="Bundle folder from `tr2m-export onnx` [env TR2M_BUNDLE].")
 @click.option("--out", type=PATH, help="Output folder [default: ./tr2m-out/<source name>].")
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(list(PRECISION_GRAPHS)), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: the first of tensorrt, ort-trt, ort-cuda, ort-cpu that really runs here (engines for "
+                   "this GPU and TensorRT, the provider ONNX Runtime gives), with one warning line for each "
+                   "backend skipped.")
+@click.option("--precision", type=click.Choice(list(PRECISION_GRAPHS)), default="fp32", show_default=True,
+              help="Image graph or engine precision: fp16 needs image_fp16.onnx or an FP16 TensorRT engine, "
+                   "int8 a calibrated Q/DQ graph.")
 @click.option("--video/--no-video", default=True, show_default=True,
               help="Colourized depth as H.264 (depth.mp4), with a legend in metres.")
 @click.option("--side-by-side", is_flag=True, help="The video shows the input frame left of the depth.")

@@ -249,7 +249,8 @@ def batches(checks: Checks, bundle: Path, frames) -> None:
     gpu.close()
     del gpu
     free_after = cudart.cudaMemGetInfo()[1]
-    checks.verdict(free_after >= free_before - (64 << 20),
+    # Sanity bound: TensorRT and CUDA keep a little global state (handles, kernel caches) after close.
+    checks.verdict(free_after >= free_before - (256 << 20),
                    f"device memory free before open {free_before >> 20} MiB, after close {free_after >> 20} MiB")
 
 
@@ -325,6 +326,8 @@ def main(work, no_pytest) -> None:
 
     import cv2
 
+    if not SHARED_DATA.is_dir():
+        raise click.UsageError(f"real frames not found at {SHARED_DATA}: set TR2M_SHARED_DATA to the shared data folder")
     checks = Checks()
     temporary = work is None
     work = Path(tempfile.mkdtemp(prefix="tr2m-gpu-check-")) if temporary else work

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from runtime.bundle import Bundle, write_manifest
 from runtime.trt_sidecar import ENGINES_DIR
@@ -119,7 +119,3 @@ def _entry(bundle_dir: Path, result: EngineResult) -> Dict[str, object]:
         "target": meta.target, "batch": list(meta.batch), "engine_sha256": meta.engine_sha256,
     }
 
-
-def engines_for(bundle: Bundle, graph: str) -> List[Tuple[str, dict]]:
-    """(key, entry) of the engines recorded for a graph (runtime-side selection helper)."""
-    return [(k, e) for k, e in bundle.manifest.get("engines", {}).items() if e["graph"] == graph]

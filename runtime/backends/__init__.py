@@ -9,7 +9,7 @@ get its provider, is skipped with one warning line saying why.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterator, List, Sequence, Type
+from typing import Dict, Iterator, Sequence, Type
 
 from ..errors import BundleError, Tr2mRuntimeWarning
 from .base import Backend, BackendUnavailable
@@ -22,11 +22,6 @@ BACKENDS: Dict[str, Type[Backend]] = {
     "ort-cuda": OrtCuda,
     "ort-cpu": OrtCpu,
 }
-
-
-def available_backends(bundle) -> List[str]:
-    """Backends worth trying for `bundle` here, best first (see `backend_candidates` for which run)."""
-    return [name for name, cls in BACKENDS.items() if cls.available(bundle)]
 
 
 def backend_candidates(name: str, bundle, graphs: Sequence[str] = ("image",)) -> Iterator[Type[Backend]]:
@@ -71,4 +66,4 @@ def pick_backend(name: str, bundle, graphs: Sequence[str] = ("image",)) -> Type[
     return next(backend_candidates(name, bundle, graphs))
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "available_backends", "backend_candidates", "pick_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "backend_candidates", "pick_backend"]
