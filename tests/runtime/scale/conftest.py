@@ -26,7 +26,7 @@ class ServeProcess:
 
     def __init__(self, bundle: Path, cache_dir: Path, *extra: str) -> None:
         pytest.importorskip("ray.serve", reason="tr2m-serve needs the Ray extra")
-        self.port = free_port()
+        self.port, self.cache_dir = free_port(), cache_dir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-c", SERVE, "--bundle", str(bundle), "--port", str(self.port), "--num-cpus", "2",
                 "--cpus-per-replica", "0.5", "--backend", "ort-cpu", "--cache-dir", str(cache_dir), *extra]

@@ -61,6 +61,15 @@ def test_png16_is_millimetres_and_an_embedding_gives_the_caption_s_answer(client
     np.testing.assert_allclose(embedded, depth, rtol=1e-4, atol=1e-6)
 
 
+def test_replicas_embed_through_the_shared_disk_cache(service, client, engine, photo):
+    from runtime.cache import CaptionCache
+
+    caption = "a caption only this test uses"
+    client.depth(photo, caption=caption)
+    shared = CaptionCache(engine.bundle.text_encoder_id, engine.bundle.text_dim, directory=service.cache_dir)
+    assert shared.path_for(caption).is_file()  # written by the replica, readable by any other process
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(client, shared_data):
     paths = [shared_data / "metric3d_nyu" / "rgb" / f"rgb_{i:05d}.jpg" for i in (0, 50)]
     singles = [client.depth(p, caption=CAPTION) for p in paths]
