@@ -29,9 +29,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from ray import serve  # noqa: E402
 
 from ..colormap import turbo_lut  # noqa: E402
+from ..display_range import auto_range, default_range  # noqa: E402
 from ..engine import Engine  # noqa: E402
 from ..errors import Tr2mRuntimeError  # noqa: E402
-from ..display_range import auto_range, default_range  # noqa: E402
 from .depth_api import DepthAnswer, DepthRequest, Limits, RequestError, encode_answer, parse_request  # noqa: E402
 
 PAGE_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
