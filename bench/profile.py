@@ -38,8 +38,7 @@ def _feeds(bundle_dir: Path, graph: str, frame: Path = FRAME, batch: int = 1) ->
     from runtime.sources import read_image
 
     bundle = Bundle.open(bundle_dir, verify=False)
-    pre = bundle.preprocessing
-    image = Preprocessor((pre.height, pre.width), pre.mean, pre.std)([read_image(frame)] * batch)
+    image = Preprocessor.for_bundle(bundle)([read_image(frame)] * batch)
     feeds = {"image": image, "text_emb": np.random.default_rng(0).standard_normal((batch, bundle.text_dim), np.float32)}
     return {k: feeds[k] for k in bundle.graph(graph).inputs}
 

@@ -8,7 +8,7 @@
 """
 from .data import (
     DEFAULT_CAPTIONS, MIN_RECOMMENDED_FRAMES, CalibrationConfig, CalibrationSet, CalibrationWarning,
-    build_calibration_set, bundle_preprocessor, embed_captions, sample_frames,
+    build_calibration_set, sample_frames,
 )
 from .quantize import (
     ACCURACY_GOAL, AccuracyReport, CalibrationReport, QuantizeOptions, calibrate_bundle, evaluate_int8, float_islands,
@@ -17,7 +17,7 @@ from .quantize import (
 
 __all__ = [
     "ACCURACY_GOAL", "AccuracyReport", "CalibrationConfig", "CalibrationReport", "CalibrationSet", "CalibrationWarning",
-    "DEFAULT_CAPTIONS", "MIN_RECOMMENDED_FRAMES", "QuantizeOptions", "build_calibration_set", "bundle_preprocessor",
-    "calibrate_bundle", "embed_captions", "evaluate_int8", "float_islands", "quantize_bundle", "quantize_graph",
+    "DEFAULT_CAPTIONS", "MIN_RECOMMENDED_FRAMES", "QuantizeOptions", "build_calibration_set",
+    "calibrate_bundle", "evaluate_int8", "float_islands", "quantize_bundle", "quantize_graph",
     "read_eval_frames", "sample_frames",
 ]

@@ -2,9 +2,10 @@
 
 INT8 ranges are only as good as the activations they were measured on, so calibration inputs
 must be what the deployed runtime will feed: frames decoded by ``runtime.sources`` (videos,
-image folders, images), resized and normalized by ``runtime.preprocess.Preprocessor`` with the
-bundle's own preprocessing, and text embeddings computed by the bundle's text graph (ONNX Runtime)
-from captions that describe the footage, so ``text_emb`` has the distribution the head really sees.
+image folders, images), resized and normalized by ``runtime.preprocess.Preprocessor.for_bundle``
+(the bundle's own preprocessing), and text embeddings from the runtime's ``TextEmbedder`` (the
+bundle's tokenizer and text graph on ONNX Runtime, behind the caption cache) from captions that
+describe the footage, so ``text_emb`` has the distribution the head really sees.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.preprocess import Preprocessor
 from runtime.sources import open_source
+from runtime.text_embedder import TextEmbedder
 
 # Below this many frames a warning is given. INT8 scales come from the extremes (MinMax) or the
 # histogram tails (percentile, entropy) of each activation over the calibration set; those tails
@@ -94,14 +96,6 @@ class CalibrationSet:
         return _Reader()
 
 
-def bundle_preprocessor(bundle: Bundle) -> Preprocessor:
-    """The runtime's preprocessing for this bundle (identity normalization if the graph normalizes)."""
-    pre = bundle.preprocessing
-    if bundle.manifest["preprocessing"].get("normalized_in_graph", False):
-        return Preprocessor((pre.height, pre.width), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return Preprocessor((pre.height, pre.width), mean=pre.mean, std=pre.std)
-
-
 def sample_frames(sources: Sequence[str | Path], config: CalibrationConfig,
                   preprocess: Preprocessor) -> Tuple[np.ndarray, List[str]]:
     """Frames from every source, preprocessed: (float32 [N,3,H,W], origins). N <= config.size."""
@@ -150,22 +144,6 @@ def _frame_order(origin: str):
     return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
 
 
-def embed_captions(bundle: Bundle, captions: Sequence[str]) -> np.ndarray:
-    """Captions -> float32 [n, D] with the bundle's tokenizer and text graph on ONNX Runtime (CPU)."""
-    import onnxruntime as ort
-
-    from runtime.tokenizer import ClipTokenizer
-
-    if bundle.tokenizer_path is None:
-        raise ValueError("the bundle has no tokenizer: re-export it with `tr2m-export onnx`")
-    ids = ClipTokenizer.from_file(bundle.tokenizer_path)(list(captions))
-    session = ort.InferenceSession(str(bundle.graph_path("text")), providers=["CPUExecutionProvider"])
-    emb = session.run(["text_emb"], {"token_ids": ids})[0].astype(np.float32)
-    if emb.shape != (len(captions), bundle.text_dim):
-        raise ValueError(f"text graph returned {emb.shape}, expected ({len(captions)}, {bundle.text_dim})")
-    return emb
-
-
 def build_calibration_set(bundle: Bundle | str | Path, sources: Sequence[str | Path], *,
                           captions: Optional[Sequence[str]] = None,
                           config: CalibrationConfig = CalibrationConfig()) -> CalibrationSet:
@@ -179,10 +157,10 @@ def build_calibration_set(bundle: Bundle | str | Path, sources: Sequence[str | P
         warnings.warn("calibrating with generic captions: pass captions that describe the calibration "
                       "footage, so text_emb has the values the deployed model sees", CalibrationWarning, stacklevel=2)
         captions = DEFAULT_CAPTIONS
-    images, origins = sample_frames(sources, config, bundle_preprocessor(bundle))
+    images, origins = sample_frames(sources, config, Preprocessor.for_bundle(bundle))
     _warn_if_thin(len(origins), sources)
     unique = list(dict.fromkeys(captions))
-    table = dict(zip(unique, embed_captions(bundle, unique)))
+    table = dict(zip(unique, TextEmbedder.open(bundle, backend="ort-cpu")(unique)))
     assigned = [captions[i % len(captions)] for i in range(len(origins))]
     text_emb = np.stack([table[c] for c in assigned])
     meta = {"frames": len(origins), "sources": [str(s) for s in sources], "captions": list(unique),

@@ -29,8 +29,10 @@ import onnx
 
 from export.fp16 import depth_formula_nodes
 from runtime.bundle import Bundle, write_manifest
+from runtime.preprocess import Preprocessor
+from runtime.text_embedder import TextEmbedder
 
-from .data import CalibrationConfig, CalibrationSet, build_calibration_set, bundle_preprocessor, embed_captions
+from .data import CalibrationConfig, CalibrationSet, build_calibration_set
 
 METHODS = ("minmax", "percentile", "entropy")
 ACCURACY_GOAL = 3e-2  # median relative depth error vs FP32 on a trained model
@@ -194,9 +196,9 @@ def evaluate_int8(bundle_dir: str | Path, frames: Sequence[np.ndarray], captions
     captions = list(captions) * len(frames) if len(captions) == 1 else list(captions)
     if len(captions) != len(frames):
         raise ValueError(f"got {len(captions)} captions for {len(frames)} frames: give one, or one per frame")
-    preprocess = bundle_preprocessor(bundle)
+    preprocess = Preprocessor.for_bundle(bundle)
     unique = list(dict.fromkeys(captions))
-    table = dict(zip(unique, embed_captions(bundle, unique)))
+    table = dict(zip(unique, TextEmbedder.open(bundle, backend="ort-cpu")(unique)))
     sessions = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
                 for g in (reference, candidate)]
     rel, agree = [], []

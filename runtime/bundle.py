@@ -34,7 +34,10 @@ class GraphSpec:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a frame becomes the image input: resize to (height, width), then (x - mean) / std."""
+    """How a frame becomes the image input (the manifest's "preprocessing" section): RGB pixels
+    scaled to ``value_range``, resized to (height, width) as ``resize``/``align_corners`` say,
+    laid out as ``layout``, then (x - mean) / std unless the graph normalizes itself
+    (``normalized_in_graph``: the runtime then feeds the [0, 1] values)."""
 
     height: int
     width: int
@@ -42,6 +45,19 @@ class Preprocessing:
     std: Tuple[float, float, float]
     resize: str = "bilinear"
     align_corners: bool = True
+    normalized_in_graph: bool = False
+    layout: str = "NCHW"
+    color: str = "RGB"
+    value_range: Tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        # What runtime.preprocess.Preprocessor does; anything else would be a silent wrong answer.
+        supported = {"resize": "bilinear", "align_corners": True, "layout": "NCHW", "color": "RGB",
+                     "value_range": (0.0, 1.0)}
+        wrong = [f"{k}={getattr(self, k)!r}" for k, v in supported.items() if getattr(self, k) != v]
+        if wrong:
+            raise BundleError(f"the bundle's preprocessing asks for {', '.join(wrong)}, but this runtime feeds "
+                              "RGB in [0, 1], NCHW, resized bilinear with align_corners=True: re-export the bundle")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -160,6 +176,8 @@ class Bundle:
         return Preprocessing(
             height=int(pre["height"]), width=int(pre["width"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
             resize=pre.get("resize", "bilinear"), align_corners=bool(pre.get("align_corners", True)),
+            normalized_in_graph=bool(pre.get("normalized_in_graph", False)), layout=pre.get("layout", "NCHW"),
+            color=pre.get("color", "RGB"), value_range=tuple(float(v) for v in pre.get("value_range", (0.0, 1.0))),
         )
 
     @property

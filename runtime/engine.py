@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .bundle import Bundle
 from .cache import CaptionCache
 from .errors import BundleError, CaptionError, Tr2mRuntimeWarning
 from .preprocess import Preprocessor, resize_back
-from .tokenizer import ClipTokenizer
+from .text_embedder import TextEmbedder
 
 PRECISION_GRAPHS = {"fp32": "image", "fp16": "image_fp16", "int8": "image_int8"}
 MAPS = ("depth", "scale", "shift", "rel")
@@ -68,12 +68,8 @@ class Engine:
             warnings.warn("the FP16 graph is for GPUs: on the CPU it is slower than FP32 (use --precision fp32 or int8)",
                           Tr2mRuntimeWarning, stacklevel=2)
         self.image: Backend = backend.load(bundle, graph)
-        self._backend_cls = backend
-        self._text: Optional[Backend] = None
-        self._tokenizer: Optional[ClipTokenizer] = None
-        pre = bundle.preprocessing
-        self.preprocessor = Preprocessor((pre.height, pre.width), pre.mean, pre.std)
-        self.cache = cache or CaptionCache(bundle.text_encoder_id, bundle.text_dim)
+        self.preprocessor = Preprocessor.for_bundle(bundle)
+        self.text = TextEmbedder(bundle, backend, cache or CaptionCache(bundle.text_encoder_id, bundle.text_dim))
         self.times = StageTimes()
 
     @classmethod
@@ -94,9 +90,13 @@ class Engine:
 
     def close(self) -> None:
         """Release the backends' device memory and streams (GPU backends)."""
-        for graph in (self.image, self._text):
-            if graph is not None:
-                graph.close()
+        self.image.close()
+        self.text.close()
+
+    @property
+    def cache(self) -> CaptionCache:
+        """The caption-embedding cache (its hits and misses count this engine's lookups)."""
+        return self.text.cache
 
     @property
     def input_size(self):
@@ -110,17 +110,9 @@ class Engine:
     def embed(self, captions: Sequence[str]) -> np.ndarray:
         """captions (list of B str) -> float32 [B, D]; the text graph runs only on cache misses."""
         started = time.perf_counter()
-        embeddings = self.cache.get_or_compute(list(captions), self._run_text)
+        embeddings = self.text(captions)
         self.times.add("text", started)
         return embeddings
-
-    def _run_text(self, captions: List[str]) -> np.ndarray:
-        if self._text is None:
-            if self.bundle.tokenizer_path is None or not self.bundle.has_graph("text"):
-                raise BundleError("this bundle has no text graph: pass text embeddings, or re-export with the text graph")
-            self._tokenizer = ClipTokenizer.from_file(self.bundle.tokenizer_path)
-            self._text = self._backend_cls.load(self.bundle, "text")
-        return self._text.run({"token_ids": self._tokenizer(captions)})["text_emb"].astype(np.float32)
 
     # --- frames -> depth --------------------------------------------------------------------
     def predict(self, frame: np.ndarray, caption: Optional[str] = None, *, text_emb: Optional[np.ndarray] = None,

@@ -39,30 +39,9 @@ from .cache import CaptionCache
 from .engine import Engine, Prediction, StageTimes
 from .errors import BundleError, CaptionError
 from .preprocess import Preprocessor, resize_back
-from .tokenizer import ClipTokenizer
+from .text_embedder import TextEmbedder
 
 HALVES = ("relative", "scale_shift")
-
-
-class _TextEmbedder:
-    """Captions -> embeddings through the caption cache, for a predictor opened from a bundle
-    (an `Engine` brings its own: `Engine.embed`). The text graph is loaded on the first miss."""
-
-    def __init__(self, bundle: Bundle, backend: type, cache: CaptionCache):
-        self.bundle, self.backend, self.cache = bundle, backend, cache
-        self._graph: Optional[Backend] = None
-        self._tokenizer: Optional[ClipTokenizer] = None
-
-    def __call__(self, captions):
-        return self.cache.get_or_compute(list(captions), self._run)
-
-    def _run(self, captions):
-        if self._graph is None:
-            if self.bundle.tokenizer_path is None or not self.bundle.has_graph("text"):
-                raise BundleError("this bundle has no text graph: pass text_emb, or re-export with the text graph")
-            self._tokenizer = ClipTokenizer.from_file(self.bundle.tokenizer_path)
-            self._graph = self.backend.load(self.bundle, "text")
-        return self._graph.run({"token_ids": self._tokenizer(captions)})["text_emb"].astype(np.float32)
 
 
 class KeyframePredictor:
@@ -95,10 +74,9 @@ class KeyframePredictor:
             self.preprocessor, self._embed = source.preprocessor, source.embed
         else:
             backend_cls = pick_backend(backend, bundle, HALVES + (("text",) if bundle.has_graph("text") else ()))
-            pre = bundle.preprocessing
-            self.preprocessor = Preprocessor((pre.height, pre.width), pre.mean, pre.std)
+            self.preprocessor = Preprocessor.for_bundle(bundle)
             cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
-            self._embed = _TextEmbedder(bundle, backend_cls, cache)
+            self._embed = TextEmbedder(bundle, backend_cls, cache)
         self.bundle, self.backend_name = bundle, backend_cls.name
         self.relative: Backend = backend_cls.load(bundle, "relative")
         self.scale_shift: Backend = backend_cls.load(bundle, "scale_shift")

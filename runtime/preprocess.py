@@ -194,6 +194,15 @@ class Preprocessor:
         if any(not s > 0 for s in self.std):
             raise FrameError(f"std must be positive, got {self.std}")
 
+    @classmethod
+    def for_bundle(cls, bundle) -> "Preprocessor":
+        """The preprocessing a bundle's manifest asks for (`runtime.bundle.Preprocessing`): its
+        input size, and its mean/std unless the graph normalizes itself (then identity)."""
+        pre = bundle.preprocessing
+        if pre.normalized_in_graph:
+            return cls((pre.height, pre.width), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return cls((pre.height, pre.width), mean=pre.mean, std=pre.std)
+
     def __call__(self, frames: Frames) -> np.ndarray:
         """frames: one [H,W(,C)] frame, a [B,H,W,C] array or a sequence of frames (sizes may
         differ). Returns float32 [B, 3, input_h, input_w], C-contiguous."""

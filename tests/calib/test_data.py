@@ -7,11 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from calib import (
-    MIN_RECOMMENDED_FRAMES, CalibrationConfig, CalibrationWarning, build_calibration_set, bundle_preprocessor,
-    sample_frames,
-)
+from calib import MIN_RECOMMENDED_FRAMES, CalibrationConfig, CalibrationWarning, build_calibration_set, sample_frames
 from runtime.bundle import Bundle
+from runtime.preprocess import Preprocessor
 from runtime.sources import open_source
 
 
@@ -38,7 +36,7 @@ def _frame(path, index):
 
 
 def test_every_kth_frame_through_the_runtime_preprocessing(bundle, bedroom):
-    pre = bundle_preprocessor(bundle)
+    pre = Preprocessor.for_bundle(bundle)
     images, origins = sample_frames([bedroom], CalibrationConfig(size=5, every=10), pre)
     assert _indices(origins) == [0, 10, 20, 30, 40]
     assert images.shape == (5, 3, bundle.preprocessing.height, bundle.preprocessing.width) and images.dtype == np.float32
@@ -46,7 +44,7 @@ def test_every_kth_frame_through_the_runtime_preprocessing(bundle, bedroom):
 
 
 def test_random_sampling_is_seeded_and_covers_the_clip(bundle, bedroom):
-    pre = bundle_preprocessor(bundle)
+    pre = Preprocessor.for_bundle(bundle)
     pick = lambda seed: _indices(sample_frames([bedroom], CalibrationConfig(size=6, every=4, seed=seed), pre)[1])  # noqa: E731
     first, again, other = pick(0), pick(0), pick(1)
     assert first == again and first != other
@@ -56,7 +54,7 @@ def test_random_sampling_is_seeded_and_covers_the_clip(bundle, bedroom):
 
 def test_size_is_split_over_sources_and_folders_use_every_image(bundle, bedroom, shared_data):
     folder = shared_data / "metric3d_nyu" / "rgb"  # 3 images
-    _, origins = sample_frames([bedroom, folder], CalibrationConfig(size=6, every=50), bundle_preprocessor(bundle))
+    _, origins = sample_frames([bedroom, folder], CalibrationConfig(size=6, every=50), Preprocessor.for_bundle(bundle))
     assert origins[:3] == [f"{bedroom}#0", f"{bedroom}#50", f"{bedroom}#100"]
     assert origins[3:] == [f"{folder}#rgb_00000.jpg", f"{folder}#rgb_00050.jpg", f"{folder}#rgb_00100.jpg"]
 
@@ -70,7 +68,9 @@ def test_captions_are_embedded_by_the_bundles_text_graph(bundle, bedroom):
     assert calib.captions == captions * 2 and len(calib) == 4
     session = ort.InferenceSession(str(bundle.graph_path("text")), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"token_ids": ClipTokenizer.from_file(bundle.tokenizer_path)(captions)})[0]
-    np.testing.assert_array_equal(calib.text_emb, np.concatenate([expected, expected]))
+    # The runtime's TextEmbedder (its ORT session options, and entries cached by earlier runs) against a
+    # plain session: the same graph, float32 noise only (measured up to 7e-7 absolute).
+    np.testing.assert_allclose(calib.text_emb, np.concatenate([expected, expected]), rtol=1e-5, atol=1e-5)
     assert calib.meta["frames"] == 4 and calib.meta["captions"] == captions
 
 
@@ -100,4 +100,4 @@ def test_bad_settings_are_refused(bundle):
     with pytest.raises(ValueError, match="every must be"):
         CalibrationConfig(every=0)
     with pytest.raises(ValueError, match="no calibration sources"):
-        sample_frames([], CalibrationConfig(), bundle_preprocessor(bundle))
+        sample_frames([], CalibrationConfig(), Preprocessor.for_bundle(bundle))

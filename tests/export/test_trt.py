@@ -337,7 +337,7 @@ def test_fp32_engine_matches_onnx_runtime_on_the_gpu(bundle_dir, tmp_path, real_
         pytest.skip("needs a CUDA build of torch to hold device buffers")
     import onnxruntime as ort
 
-    from calib import bundle_preprocessor
+    from runtime.preprocess import Preprocessor
 
     bundle = Bundle.open(bundle_dir)
     result = build_engine(bundle_dir / "image.onnx", flavour="tensorrt", batch=BATCH, out_dir=tmp_path)
@@ -345,7 +345,7 @@ def test_fp32_engine_matches_onnx_runtime_on_the_gpu(bundle_dir, tmp_path, real_
                                 flavour=result.meta.flavour)
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(data)
     context = engine.create_execution_context()
-    feeds = {"image": bundle_preprocessor(bundle)(real_frames[:2]),
+    feeds = {"image": Preprocessor.for_bundle(bundle)(real_frames[:2]),
              "text_emb": np.random.default_rng(0).standard_normal((2, bundle.text_dim)).astype(np.float32)}
     buffers = {}
     for name, value in feeds.items():

@@ -20,6 +20,7 @@ from runtime import demo
 from runtime.cli import main
 from runtime.engine import Engine
 from runtime.errors import BundleError
+from runtime.text_embedder import TextEmbedder
 from tests.runtime.fixtures_io import BEDROOM, COFFEE, NYU_RGB, REPO, ROLLERCOASTER, count_video_frames, require
 
 N = 12
@@ -94,7 +95,7 @@ def test_scene_schedule_hits_the_caption_cache_within_and_across_runs(bundle, tm
             "--cache-dir", tmp_path / "cache", "-q"]
     assert tr2m_run(*args, "--out", tmp_path / "one") == 0
     assert summary(tmp_path / "one")["caption_cache"] == {"hits": N - 2, "misses": 2}
-    monkeypatch.setattr(Engine, "_run_text", lambda self, captions: pytest.fail(f"text graph ran for {captions}"))
+    monkeypatch.setattr(TextEmbedder, "_run", lambda self, captions: pytest.fail(f"text graph ran for {captions}"))
     assert tr2m_run(*args, "--out", tmp_path / "two") == 0
     assert summary(tmp_path / "two")["caption_cache"] == {"hits": N, "misses": 0}
 

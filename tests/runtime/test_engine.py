@@ -47,14 +47,14 @@ def test_text_graph_runs_once_per_distinct_caption_across_runs(tiny_bundle, real
     schedule = ["an office", "a street", "an office", "a street", "a park", "an office"]
     first = Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "cache")
     calls = []
-    original = first._run_text
-    first._run_text = lambda captions: calls.append(list(captions)) or original(captions)
+    original = first.text._run
+    first.text._run = lambda captions: calls.append(list(captions)) or original(captions)
     for caption in schedule:
         first.predict(real_frames[0], caption=caption)
     assert sum(len(c) for c in calls) == 3
     assert (first.cache.hits, first.cache.misses) == (3, 3)
     second = Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "cache")
-    second._run_text = lambda captions: pytest.fail(f"text graph ran for {captions}")
+    second.text._run = lambda captions: pytest.fail(f"text graph ran for {captions}")
     for caption in schedule:
         second.predict(real_frames[0], caption=caption)
     assert second.cache.misses == 0

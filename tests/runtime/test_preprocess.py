@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -198,3 +199,40 @@ def test_runtime_modules_never_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _edited_bundle(tiny_bundle, tmp_path, **preprocessing):
+    import json
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_bundle.bundle, tmp_path / "bundle"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["preprocessing"].update(preprocessing)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_every_consumer_honours_normalized_in_graph(tiny_bundle, tmp_path):
+    from runtime import Bundle, Engine
+    from runtime.keyframe import KeyframePredictor
+
+    folder = _edited_bundle(tiny_bundle, tmp_path, normalized_in_graph=True)
+    identity = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    engine = Engine.open(folder, backend="ort-cpu", cache_dir=tmp_path / "cache")
+    keyframes = KeyframePredictor(folder, backend="ort-cpu", cache_dir=tmp_path / "cache")
+    for pre in (engine.preprocessor, keyframes.preprocessor, Preprocessor.for_bundle(Bundle.open(folder))):
+        assert (pre.mean, pre.std) == identity and pre.input_size == (56, 70)
+    frame = np.full((4, 4, 3), 255, np.uint8)
+    np.testing.assert_allclose(engine.preprocessor(frame), 1.0)  # [0, 1] pixels, as the graph expects
+    normal = Preprocessor.for_bundle(Bundle.open(tiny_bundle.bundle))
+    assert (normal.mean, normal.std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("field, value", [("resize", "nearest"), ("align_corners", False), ("layout", "NHWC"),
+                                          ("color", "BGR"), ("value_range", [0, 255])])
+def test_a_preprocessing_the_runtime_cannot_do_is_refused(tiny_bundle, tmp_path, field, value):
+    from runtime import Bundle
+    from runtime.errors import BundleError
+
+    with pytest.raises(BundleError, match=f"{field}=.*re-export"):
+        Bundle.open(_edited_bundle(tiny_bundle, tmp_path, **{field: value}))
