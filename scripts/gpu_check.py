@@ -254,6 +254,28 @@ def batches(checks: Checks, bundle: Path, frames) -> None:
                    f"device memory free before open {free_before >> 20} MiB, after close {free_after >> 20} MiB")
 
 
+# ----------------------------------------------------------------------------------- ORT TensorRT cache
+def ort_trt_cache(checks: Checks, bundle: Path, frames, work: Path) -> None:
+    """A bundle without engines/: the provider's cache folder is created, and growing batches inside
+    the profile reuse the one engine built (no rebuild)."""
+    import onnxruntime as ort
+
+    from runtime import Engine
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        checks.info("onnxruntime-gpu has no TensorRT provider here: nothing to check")
+        return
+    fresh = _copy_without_engines(bundle, work / "ort-trt")
+    engine = Engine.open(fresh, backend="ort-trt", cache_dir=fresh / "cache")
+    cache = fresh / "engines" / "ort-trt-cache"
+    counts = []
+    for size in (1, 3, 8):
+        engine.predict_batch([frames[i % len(frames)] for i in range(size)], ["a bedroom"] * size)
+        counts.append(len(list(cache.iterdir())))  # a rebuild would add an engine (and profile) file
+    checks.verdict(cache.is_dir() and counts[0] >= 1 and len(set(counts)) == 1,
+                   f"{cache} created; files in it after batches 1, 3, 8: {counts}")
+
+
 # ----------------------------------------------------------------------------------- fallback
 def fallback(checks: Checks, bundle: Path, work: Path) -> None:
     """auto on a bundle whose engines target another GPU, and keyframe mode without engines for its halves."""
@@ -343,6 +365,8 @@ def main(work, no_pytest) -> None:
             checks.guard("engine each precision selects", selection, bundle)
             checks.guard("every GPU backend and precision vs ort-cpu on real frames", parity, bundle, frames)
             checks.guard("batches 1, 3, max, max+1 and ten new captions; memory after close", batches, bundle, frames)
+            checks.guard("ort-trt: cache folder made, no rebuild as the batch grows", ort_trt_cache, bundle, frames,
+                         work)
             checks.guard("auto with foreign engines; keyframe mode without engines for its halves", fallback,
                          bundle, work)
     finally:
