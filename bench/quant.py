@@ -1,11 +1,7 @@
 """The CPU INT8 row when no calibrated graph exists: ONNX Runtime dynamic quantization.
 
-`quantize_dynamic` stores MatMul weights (constant B only: every Linear of DA, DINOv2, the head)
-as int8 and quantizes their activations per call (DynamicQuantizeLinear -> MatMulInteger or
-DynamicQuantizeMatMul), which MLAS runs with VNNI where the CPU has it. Convolutions, attention
-(activation-by-activation MatMuls), LayerNorm, Softmax and the depth formula stay FP32. No
-calibration data is needed, so this works on any bundle; the Q/DQ graph from `calib` is the
-deployment path for TensorRT.
+The quantization is `export.cpu_int8` (the bundle's own image_int8_cpu graph, `tr2m-export
+cpu-int8`); the bench makes it here too so that both weight-scale choices get a row on any bundle.
 
 The result is a small derived bundle in the bench's work folder, holding image_int8 plus the text
 graph and tokenizer (hard links where possible), with its own manifest, so that
@@ -19,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Dict
 
-LARGE_MODEL_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin
-
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
@@ -31,22 +25,16 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def dynamic_int8_bundle(bundle_dir: Path, out_dir: Path, *, per_channel: bool = False) -> Path:
     """Write a derived bundle at out_dir whose image_int8 graph is the dynamic-INT8 image graph."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    from export.cpu_int8 import quantize_dynamic_graph
     from runtime.bundle import Bundle, write_manifest
 
     bundle = Bundle.open(bundle_dir, verify=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = bundle.graph_path("image")
-    large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > LARGE_MODEL_BYTES
     target = out_dir / "image_int8.onnx"
-    quantize_dynamic(str(src), str(target), op_types_to_quantize=["MatMul"], per_channel=per_channel,
-                     weight_type=QuantType.QInt8, use_external_data_format=large)
+    info = quantize_dynamic_graph(bundle.graph_path("image"), target, per_channel=per_channel)
     manifest = dict(bundle.manifest)
-    image = dict(manifest["graphs"]["image"], file=target.name, precision="int8",
-                 quantization={"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"],
-                               "per_channel": per_channel, "weights": "int8", "activations": "dynamic uint8"})
+    image = dict(manifest["graphs"]["image"], file=target.name, precision="int8", quantization=info)
     graphs = {"image_int8": image}
     names = [target.name] + [p.name for p in out_dir.glob(target.name + ".*")]
     if bundle.has_graph("text"):

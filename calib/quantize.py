@@ -16,8 +16,6 @@ Accuracy is then measured against the FP32 graph with ONNX Runtime on held-out f
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 import numpy as np
 import onnx
 
+from export.cpu_int8 import quiet_quantizer
 from export.fp16 import depth_formula_nodes
 from runtime.bundle import Bundle, write_manifest
 from runtime.preprocess import Preprocessor
@@ -107,22 +106,6 @@ def _constant_tensors(model: onnx.ModelProto) -> Set[str]:
     return constants
 
 
-@contextlib.contextmanager
-def _quiet_quantizer():
-    """Drop ORT's generic 'consider pre-processing' advice (the graph is exported clean)."""
-    class _Filter(logging.Filter):
-        def filter(self, record):
-            return "pre-processing before quantization" not in record.getMessage()
-
-    root = logging.getLogger()
-    flt = _Filter()
-    root.addFilter(flt)
-    try:
-        yield
-    finally:
-        root.removeFilter(flt)
-
-
 def quantize_graph(src: str | Path, dst: str | Path, calib: CalibrationSet,
                    options: QuantizeOptions = QuantizeOptions()) -> Dict[str, object]:
     """FP32 ONNX graph -> Q/DQ INT8 graph at ``dst``; returns what was done (for the manifest)."""
@@ -136,7 +119,7 @@ def quantize_graph(src: str | Path, dst: str | Path, calib: CalibrationSet,
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _LARGE_MODEL_BYTES
     extra = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
              "OpTypesToExcludeOutputQuantization": list(options.op_types), "CalibPercentile": options.percentile}
-    with _quiet_quantizer():
+    with quiet_quantizer():
         quantize_static(
             str(src), str(dst), calib.reader(), quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -181,16 +164,28 @@ def _raw_shapes(shapes: Dict[str, tuple]) -> Dict[str, list]:
     return {k: list(v) for k, v in shapes.items()}
 
 
+DepthFn = Callable[[Dict[str, np.ndarray]], np.ndarray]  # {"image", "text_emb"} feeds -> depth [1,1,H,W]
+
+
 def evaluate_int8(bundle_dir: str | Path, frames: Sequence[np.ndarray], captions: Sequence[str], *,
                   reference: str = "image", candidate: str = "image_int8") -> AccuracyReport:
-    """Depth of ``candidate`` vs ``reference`` (ONNX Runtime CPU) on frames not used for calibration.
+    """Depth of ``candidate`` vs ``reference`` (ONNX Runtime CPU) on frames not used for calibration."""
+    import onnxruntime as ort
+
+    bundle = Bundle.open(bundle_dir)
+    sessions = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
+                for g in (reference, candidate)]
+    ref, got = ((lambda feeds, s=s: s.run(["depth"], feeds)[0]) for s in sessions)
+    return compare_depth(bundle, ref, got, frames, captions)
+
+
+def compare_depth(bundle: Bundle, reference: DepthFn, candidate: DepthFn, frames: Sequence[np.ndarray],
+                  captions: Sequence[str]) -> AccuracyReport:
+    """Depth of ``candidate`` vs ``reference`` (any runners) on frames not used for calibration.
 
     frames: RGB uint8 [H,W,3]; captions: one per frame, or one for all. Relative error |d8-d32|/d32
     and delta1 agreement max(d8/d32, d32/d8) < 1.25 are pooled over all pixels of all frames.
     """
-    import onnxruntime as ort
-
-    bundle = Bundle.open(bundle_dir)
     if not frames:
         raise ValueError("no evaluation frames given")
     captions = list(captions) * len(frames) if len(captions) == 1 else list(captions)
@@ -199,12 +194,10 @@ def evaluate_int8(bundle_dir: str | Path, frames: Sequence[np.ndarray], captions
     preprocess = Preprocessor.for_bundle(bundle)
     unique = list(dict.fromkeys(captions))
     table = dict(zip(unique, TextEmbedder.open(bundle, backend="ort-cpu")(unique)))
-    sessions = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
-                for g in (reference, candidate)]
     rel, agree = [], []
     for frame, caption in zip(frames, captions):
         feeds = {"image": preprocess(frame), "text_emb": table[caption][None]}
-        ref, got = (s.run(["depth"], feeds)[0].astype(np.float64) for s in sessions)
+        ref, got = (np.asarray(run(feeds), dtype=np.float64) for run in (reference, candidate))
         valid = np.isfinite(ref) & np.isfinite(got) & (ref > 0) & (got > 0)
         rel.append(np.abs(got[valid] - ref[valid]) / ref[valid])
         ratio = got[valid] / ref[valid]

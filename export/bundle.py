@@ -25,7 +25,7 @@ from tr2m.model import TR2M
 from .fp16 import to_fp16
 from .graphs import GRAPHS, example_inputs, io_shapes
 from .onnx_export import OPSET, export_onnx, external_files, save_onnx
-from .parity import ParityStat, check, compare, parity_batches, read_frames, run_ort
+from .parity import CAPTIONS, ParityStat, check, compare, parity_batches, read_frames, run_ort
 from .tokenizer import build_clip_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -177,8 +177,7 @@ def _parity(module, definition, path: Path, model: TR2M, batches, graph: str) ->
 
 
 def _feeds(model: TR2M, names, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-    captions = ["an office", "a street at night", "a kitchen"]
-    captions = [captions[i % len(captions)] for i in range(images.shape[0])]
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(images.shape[0])]
     makers = {
         "image": lambda: images,
         "text_emb": lambda: model.encode_text(captions),

@@ -6,7 +6,11 @@ tr2m-export trt --bundle bundles/paper --fp16                     # TensorRT on 
 tr2m-export trt --bundle bundles/paper --fp16 --flavour rtx --target sm86   # ahead of time, no GPU needed
 tr2m-export trt --bundle bundles/paper --int8 --calib clips/office.mp4 --calib-eval data/nyu/rgb
 
-INT8 calibration (`trt --calib`) is done by calib/, found through the hook in export/calibration.py.
+tr2m-export openvino --bundle bundles/paper                       # OpenVINO IR (CPUs, Intel GPUs/NPUs)
+tr2m-export cpu-int8 --bundle bundles/paper                       # ONNX Runtime CPU INT8, no calibration
+
+INT8 calibration (`trt --calib`, `openvino --int8`) is done by calib/, found through the hook in
+export/calibration.py.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def size_option(ctx, param, value):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
-    """Export TR2M to a verified ONNX bundle, then build TensorRT engines from it.
+    """Export TR2M to a verified ONNX bundle, then build TensorRT engines or OpenVINO IR from it.
 
     \b
     tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --out bundles/paper
@@ -131,6 +135,99 @@ def _run(bundle_dir, precision, calibration, graphs, flavour, target, batch, wor
         workspace=workspace * (1 << 20) if workspace else None, timing_cache=timing_cache, echo=echo)
     for result in results:
         click.echo(f"{result.engine_path}")
+
+
+@main.command("openvino")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Bundle folder written by `tr2m-export onnx`; IR goes to <bundle>/openvino.")
+@click.option("--graphs", default="image,relative,scale_shift,text", show_default=True,
+              help="Comma-separated ONNX graphs of the bundle to convert.")
+@click.option("--weights", type=click.Choice(["auto", "fp16", "fp32"]), default="auto", show_default=True,
+              help="Weights on disk. auto: FP16 for each graph whose f32 outputs stay within 1e-3 of ONNX Runtime "
+                   "FP32 on the parity frames, else FP32.")
+@click.option("--parity-frame", "parity_frames", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Real images for the IR parity check (repeatable; default: seeded noise).")
+@click.option("--int8", is_flag=True, help="Also write image_int8: NNCF post-training quantization (needs --calib and --calib-eval).")
+@click.option("--calib", "calib_sources", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Calibration frames for --int8: video, image folder or image (repeatable).")
+@click.option("--calib-caption", "calib_captions", multiple=True, help="Caption(s) of the calibration footage (repeatable).")
+@click.option("--calib-size", default=128, show_default=True, help="Number of calibration frames.")
+@click.option("--calib-every", default=10, show_default=True, help="Use every k-th video frame.")
+@click.option("--calib-seed", type=int, default=None, help="Sample frames at random with this seed (default: in order).")
+@click.option("--calib-eval", "eval_sources", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Held-out frames (not in --calib) for the INT8 accuracy report (repeatable).")
+@click.option("--max-int8-error", type=float, default=3e-2, show_default=True,
+              help="Refuse an INT8 IR whose median relative depth error vs FP32 on the held-out frames is larger.")
+@click.option("--accept-int8-error", is_flag=True, help="Write the INT8 IR even past --max-int8-error.")
+@click.option("--smooth-quant-alpha", type=float, help="NNCF SmoothQuant alpha for MatMuls (default NNCF's; -1: off).")
+@click.option("--int8-ignore-type", "ignored_types", multiple=True, help="OpenVINO op type to keep float, e.g. MatMul (repeatable).")
+@click.option("--int8-ignore-name", "ignored_names", multiple=True, help="OpenVINO node name to keep float (repeatable).")
+@click.option("--int8-preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
+              help="NNCF preset: performance (symmetric) or mixed (asymmetric activations).")
+def openvino(bundle_dir, graphs, weights, parity_frames, int8, calib_sources, calib_captions, calib_size, calib_every,
+             calib_seed, eval_sources, max_int8_error, accept_int8_error, smooth_quant_alpha, ignored_types,
+             ignored_names, int8_preset):
+    """Convert a bundle's graphs to OpenVINO IR (the `openvino` runtime backend) and record them,
+    with checksums, in its manifest; optionally an INT8 image IR by NNCF. Each IR is checked against
+    ONNX Runtime FP32 before anything is written; on failure the bundle is left as it was.
+
+    \b
+    tr2m-export openvino --bundle bundles/paper
+    tr2m-export openvino --bundle bundles/paper --int8 --calib clips/office.mp4 --calib-caption "an office" \\
+        --calib-eval data/nyu/rgb
+    """
+    from .openvino_ir import Int8Options, IROptions
+
+    if (calib_sources or eval_sources) and not int8:
+        raise click.UsageError("--calib/--calib-eval make the INT8 IR: add --int8")
+    if int8 and not (calib_sources and eval_sources):
+        raise click.UsageError("--int8 needs calibration frames (--calib) and held-out frames for the accuracy "
+                               "report (--calib-eval)")
+    names = tuple(g.strip() for g in graphs.split(",") if g.strip())
+    if int8 and "image" not in names:
+        raise click.UsageError("--int8 quantizes the image IR: include image in --graphs")
+    options = IROptions(graphs=names, weights=weights)
+    quant = Int8Options(preset=int8_preset, smooth_quant_alpha=smooth_quant_alpha, ignored_types=ignored_types,
+                        ignored_names=ignored_names, max_error=max_int8_error, accept_error=accept_int8_error)
+    calibration = CalibrationRequest(
+        bundle=bundle_dir, sources=calib_sources, captions=calib_captions, size=calib_size, every=calib_every,
+        seed=calib_seed, eval_sources=eval_sources) if int8 else None
+    results = run_cli(lambda: _openvino(bundle_dir, options, parity_frames, calibration, quant))
+    for result in results:
+        click.echo(f"{bundle_dir / result.entry['xml']} ({result.entry['precision']}, {result.entry['weights']} weights)")
+
+
+def _openvino(bundle_dir, options, parity_frames, calibration, quant):
+    from .openvino_ir import OV_INT8, export_openvino
+    from .parity import read_frames
+
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    after = None
+    if calibration is not None:
+        quantize = find_calibrator(OV_INT8)  # calib/, through the hook (a missing calib: one error line)
+        after = lambda bundle, staging, results: [quantize(  # noqa: E731
+            calibration, echo, staging=staging, fp32=next(r for r in results if r.name == "image"), options=quant)]
+    return export_openvino(bundle_dir, options, read_frames(parity_frames), log=echo, after=after)
+
+
+@main.command("cpu-int8")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Bundle folder written by `tr2m-export onnx`.")
+@click.option("--parity-frame", "parity_frames", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Real images for the error check against FP32 (repeatable; default: seeded noise).")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per MatMul instead of one per output column.")
+@click.option("--max-error", type=float, default=3e-2, show_default=True,
+              help="Refuse the graph if its median relative depth error vs FP32 on the parity frames is larger.")
+def cpu_int8_command(bundle_dir, parity_frames, per_tensor, max_error):
+    """Add the CPU INT8 image graph (image_int8_cpu): ONNX Runtime dynamic quantization of the
+    MatMuls, no calibration needed; then `tr2m-run --backend ort-cpu --precision int8` uses it.
+    Refused (nothing written) when its depth is further than --max-error from FP32."""
+    from .cpu_int8 import add_cpu_int8
+    from .parity import read_frames
+
+    path = run_cli(lambda: add_cpu_int8(bundle_dir, read_frames(parity_frames), per_channel=not per_tensor,
+                                        max_error=max_error, log=lambda m: click.echo(m, err=True)))
+    click.echo(str(path))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ def known_errors() -> tuple:
 
     from .bundle import ExportError
     from .calibration import CalibrationUnavailable
+    from .openvino_ir import OpenVINOExportError
     from .trt.errors import TrtError
 
-    return (ExportError, CalibrationUnavailable, TrtError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
+    return (ExportError, CalibrationUnavailable, OpenVINOExportError, TrtError, CheckpointError, Tr2mRuntimeError, FileNotFoundError, NotADirectoryError,
             PermissionError, ValueError, OSError)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 TOLERANCES = {"fp32": 1e-4, "fp16": 5e-3}
+CAPTIONS = ("an office", "a street at night", "a kitchen")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ def parity_batches(frames: Sequence[np.ndarray], model, batches: Sequence[int] =
         out.append(torch.stack([images[(start + i) % len(images)] for i in range(size)]))
         start += size
     return out
+
+
+def bundle_feeds(bundle, frames: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
+    """Feeds for every graph input, batch 2: real frames through the runtime's preprocessing
+    (seeded noise when none are given), captions through the bundle's tokenizer and text graph."""
+    from runtime.preprocess import Preprocessor
+    from runtime.tokenizer import ClipTokenizer
+
+    pre = bundle.preprocessing
+    if frames:
+        picked = [frames[i % len(frames)] for i in range(2)]
+        image = Preprocessor((pre.height, pre.width), pre.mean, pre.std)(picked)
+    else:
+        image = np.random.default_rng(0).standard_normal((2, 3, pre.height, pre.width)).astype(np.float32)
+    token_ids = ClipTokenizer.from_file(bundle.tokenizer_path)(list(CAPTIONS[:2]))
+    text_emb = run_ort(bundle.graph_path("text"), {"token_ids": token_ids})[0].astype(np.float32)
+    return {"image": image, "token_ids": token_ids, "text_emb": text_emb}
 
 
 def check(stats: Sequence[ParityStat], precision: str, checked_outputs: Sequence[str]) -> List[str]:

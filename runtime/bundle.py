@@ -82,6 +82,7 @@ def _listed_files(manifest: Mapping[str, Any]) -> set:
     if manifest.get("tokenizer"):
         files.add(manifest["tokenizer"])
     files |= {entry["sidecar"] for entry in manifest.get("engines", {}).values() if "sidecar" in entry}
+    files |= {entry[k] for entry in manifest.get("openvino", {}).get("graphs", {}).values() for k in ("xml", "bin")}
     return files | set(manifest.get("extra_files", []))
 
 

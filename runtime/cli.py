@@ -27,7 +27,7 @@ from .engine import PRECISION_GRAPHS
 from .errors import BundleError, OptionsError, OutputError, Tr2mRuntimeError, Tr2mRuntimeWarning
 from .loop import RunReport
 from .run_options import RunOptions
-from .run_summary import SUMMARY_FILE, summary_lines
+from .run_summary import SUMMARY_FILE, backend_label, summary_lines
 from .sinks import Intrinsics
 from .source_run import SourceRun
 from .sources import open_source
@@ -94,12 +94,21 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
               help="Bundle folder from `tr2m-export onnx` [env TR2M_BUNDLE].")
 @click.option("--out", type=PATH, help="Output folder [default: ./tr2m-out/<source name>].")
 @click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
-              help="auto: the first of tensorrt, ort-trt, ort-cuda, ort-cpu that really runs here (engines for "
+              help="auto: the first of tensorrt, ort-trt, ort-cuda, openvino (the bundle has IR), ort-cpu that really runs here (engines for "
                    "this GPU and TensorRT, the provider ONNX Runtime gives), with one warning line for each "
                    "backend skipped.")
 @click.option("--precision", type=click.Choice(list(PRECISION_GRAPHS)), default="fp32", show_default=True,
               help="Image graph or engine precision: fp16 needs image_fp16.onnx or an FP16 TensorRT engine, "
-                   "int8 a calibrated Q/DQ graph.")
+                   "int8 a calibrated Q/DQ graph, the CPU INT8 graph (ort-cpu) or INT8 IR (openvino).")
+@click.option("--ov-device", type=click.Choice(["CPU", "GPU", "NPU", "AUTO"], case_sensitive=False),
+              help="openvino backend: the device [default: CPU].")
+@click.option("--ov-precision", type=click.Choice(["default", "f32", "bf16", "f16"]),
+              help="openvino backend: inference precision [default: OpenVINO's for the device: bf16 on CPUs that "
+                   "have it, else f32]; f32 forces full precision. The summary states the one used.")
+@click.option("--ov-hint", type=click.Choice(["latency", "throughput"]),
+              help="openvino backend: performance hint [default: latency].")
+@click.option("--ov-cache-dir", type=FOLDER,
+              help="openvino backend: compiled-model cache, so a second start is fast [default: in the user cache dir].")
 @click.option("--video/--no-video", default=True, show_default=True,
               help="Colourized depth as H.264 (depth.mp4), with a legend in metres.")
 @click.option("--side-by-side", is_flag=True, help="The video shows the input frame left of the depth.")
@@ -243,7 +252,7 @@ def _log_start(log, job: SourceRun) -> None:
     every = job.options.keyframe_every
     mode = f", keyframe every {every}" if every else ""
     log(f"bundle: {engine.bundle.directory} (preset {manifest.get('preset', '?')}, model input "
-        f"{engine.input_size[1]}x{engine.input_size[0]}), backend {engine.backend_name}, {engine.precision}{mode}")
+        f"{engine.input_size[1]}x{engine.input_size[0]}), backend {backend_label(engine)}, {engine.precision}{mode}")
     span = outputs.range_m
     colours = "auto from the first frame" if span is None else f"{span[0]:g}-{span[1]:g} m"
     log(f"outputs: {outputs.folder}/ ({', '.join(outputs.selected())}); colour range {colours}, fixed")

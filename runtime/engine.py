@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .backends import BACKENDS, backend_candidates, skipped
+from .backends import BACKENDS, backend_candidates, skipped, with_options
 from .backends.base import Backend, BackendUnavailable
 from .bundle import Bundle
 from .cache import CaptionCache
@@ -74,19 +74,29 @@ class Engine:
 
     @classmethod
     def open(cls, bundle_dir: str | Path, *, backend: str = "auto", precision: str = "fp32",
-             cache_dir: Optional[str | Path] = None, verify: bool = True) -> "Engine":
-        """Open a bundle folder; `backend` is auto, ort-cpu, ort-cuda, ort-trt or tensorrt."""
+             cache_dir: Optional[str | Path] = None, verify: bool = True, backend_options=None) -> "Engine":
+        """Open a bundle folder; `backend` is auto or a name of `runtime.backends.BACKENDS`;
+        backend_options: settings for the backend that takes them (e.g. `OpenVINOOptions`)."""
         bundle = Bundle.open(bundle_dir, verify=verify)
         cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
         graphs = [_graph_for(bundle, precision)] + (["text"] if bundle.has_graph("text") else [])
         for candidate in backend_candidates(backend, bundle, graphs):
             try:
-                return cls(bundle, candidate, precision=precision, cache=cache)
+                return cls(bundle, with_options(candidate, backend_options), precision=precision, cache=cache)
             except BackendUnavailable as e:  # it passed its checks but could not load (e.g. deserialize)
                 if backend != "auto":
                     raise
                 skipped(candidate.name, str(e))
         raise AssertionError("unreachable: backend_candidates raises when none is left")
+
+    @property
+    def backend_class(self) -> type:
+        """The backend class (with its options) that runs this engine's graphs."""
+        return self._backend_cls
+
+    def describe_backend(self) -> Dict[str, str]:
+        """What the image graph runs on (device, inference precision, ...), for run summaries."""
+        return self.image.describe()
 
     def close(self) -> None:
         """Release the backends' device memory and streams (GPU backends)."""
@@ -163,7 +173,8 @@ def _graph_for(bundle: Bundle, precision: str, backend: Optional[type] = None) -
         raise BundleError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_GRAPHS)}")
     graph = PRECISION_GRAPHS[precision]
     if not any(b.provides(bundle, graph) for b in ([backend] if backend else BACKENDS.values())):
-        hint = {"fp16": "re-export with --half", "int8": "quantize it with calib (tr2m-export trt --int8 ...)"}.get(precision, "")
+        hint = {"fp16": "re-export with --half", "int8": "quantize it: tr2m-export cpu-int8 (ort-cpu, no calibration), "
+                "tr2m-export openvino --int8 or tr2m-export trt --int8 (calibrated)"}.get(precision, "")
         raise BundleError(f"bundle has no {precision} image graph ({graph}): {hint}".rstrip(": "))
     return graph
 

@@ -32,7 +32,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .backends import BACKENDS, pick_backend, skipped
+from .backends import pick_backend, skipped, with_options
 from .backends.base import Backend
 from .bundle import Bundle
 from .cache import CaptionCache
@@ -53,7 +53,8 @@ class KeyframePredictor:
     """
 
     def __init__(self, source: Union[Engine, Bundle, str, Path], *, every: int = 8, smoothing: float = 0.0,
-                 backend: str = "auto", cache_dir: Optional[Union[str, Path]] = None, verify: bool = True):
+                 backend: str = "auto", cache_dir: Optional[Union[str, Path]] = None, verify: bool = True,
+                 backend_options=None):
         if int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number of frames >= 1, got {every!r}")
         if not 0.0 <= smoothing < 1.0:
@@ -66,14 +67,15 @@ class KeyframePredictor:
                 raise BundleError(f"keyframe mode needs the {half!r} graph: re-export the bundle with "
                                   "--graphs image,relative,scale_shift,text")
         if isinstance(source, Engine):
-            backend_cls = BACKENDS[source.backend_name]
+            backend_cls = source.backend_class  # with its options (e.g. OpenVINO's precision)
             reason = backend_cls.refusal(bundle, HALVES)  # e.g. TensorRT engines for image and text only
             if reason:
                 skipped(backend_cls.name, reason)
                 backend_cls = pick_backend("auto", bundle, HALVES)
             self.preprocessor, self._embed = source.preprocessor, source.embed
         else:
-            backend_cls = pick_backend(backend, bundle, HALVES + (("text",) if bundle.has_graph("text") else ()))
+            backend_cls = with_options(pick_backend(backend, bundle, HALVES + (("text",) if bundle.has_graph("text")
+                                                                               else ())), backend_options)
             self.preprocessor = Preprocessor.for_bundle(bundle)
             cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
             self._embed = TextEmbedder(bundle, backend_cls, cache)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
+from .backends.openvino import OpenVINOOptions
 from .captions import DEFAULT_CAPTION, CaptionSchedule
 from .engine import Engine
 from .errors import OptionsError
@@ -19,6 +20,7 @@ from .output_folder import OUTPUT_NAMES, Outputs
 from .sinks import Intrinsics
 
 RangeChoice = Union[None, str, Tuple[float, float]]  # None: the bundle's; "auto"; (min_m, max_m)
+_OV_FIELDS = {"device": "device", "precision": "inference_precision", "hint": "hint", "cache_dir": "cache_dir"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class RunOptions:
     is then its default). auto_caption / caption_model: the front end captions the scenes first
     (`runtime.autocaption`) and passes the schedule it wrote. depth_range: the video's fixed colour range, None for the bundle's,
     "auto" for one fixed from the first frame. keyframe_every / smooth: keyframe mode.
-    backend / precision / cache_dir: how `open_engine` opens the bundle.
+    backend / precision / cache_dir: how `open_engine` opens the bundle; ov_*: the openvino
+    backend's device, inference precision, performance hint and compiled-model cache.
     """
 
     caption: Optional[str] = None
@@ -54,6 +57,10 @@ class RunOptions:
     backend: str = "auto"
     precision: str = "fp32"
     cache_dir: Optional[Path] = None
+    ov_device: Optional[str] = None
+    ov_precision: Optional[str] = None
+    ov_hint: Optional[str] = None
+    ov_cache_dir: Optional[Path] = None
 
     def __post_init__(self) -> None:
         for failed, message in self._rules():
@@ -76,6 +83,8 @@ class RunOptions:
             (keyframes and self.batch > 1, "keyframe mode runs one frame at a time: drop --batch"),
             (keyframes and self.precision != "fp32",
              "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
+            (self.backend not in ("auto", "openvino") and self.openvino_options() is not None,
+             f"--ov-* options apply to the openvino backend, not {self.backend}: drop them or pass --backend openvino"),
             (self.auto_caption and self.captions_file is not None, "give --captions or --auto-caption, not both"),
             (self.caption_model is not None and not self.auto_caption,
              "--caption-model applies to --auto-caption: add it"),
@@ -102,7 +111,14 @@ class RunOptions:
 
     def open_engine(self, bundle: Union[str, Path]) -> Engine:
         """The bundle opened with these options' backend, precision and caption-cache folder."""
-        return Engine.open(bundle, backend=self.backend, precision=self.precision, cache_dir=self.cache_dir)
+        return Engine.open(bundle, backend=self.backend, precision=self.precision, cache_dir=self.cache_dir,
+                           backend_options=self.openvino_options())
+
+    def openvino_options(self) -> Optional[OpenVINOOptions]:
+        """The --ov-* options as `OpenVINOOptions` (None when none was given: OpenVINO's defaults)."""
+        given = {name: getattr(self, f"ov_{key}") for key, name in _OV_FIELDS.items()}
+        given = {k: str(v) if k == "cache_dir" else v for k, v in given.items() if v is not None}
+        return OpenVINOOptions(**given) if given else None
 
     def schedule(self, fallback: Optional[CaptionSchedule] = None) -> CaptionSchedule:
         """The caption schedule: the file's, else the caption for every frame, else ``fallback``

@@ -18,7 +18,8 @@ def summary(report: RunReport, engine: Engine, options: RunOptions, source: str)
     """The contents of run.json (JSON types only)."""
     return {
         "source": source, "bundle": str(engine.bundle.directory), "untrained": engine.untrained,
-        "backend": engine.backend_name, "precision": engine.precision, "batch": options.batch,
+        "backend": engine.backend_name, "backend_details": engine.describe_backend(), "precision": engine.precision,
+        "batch": options.batch,
         "keyframe_every": options.keyframe_every, "keyframes": report.keyframes,
         "frames": report.frames, "seconds": round(report.seconds, 4), "fps": round(report.fps, 3),
         "interrupted": report.interrupted, "stage_ms": {k: round(v, 3) for k, v in report.stage_ms.items()},
@@ -40,11 +41,16 @@ def write_summary(folder: Path, contents: dict) -> Path:
     return path
 
 
+def backend_label(engine: Engine) -> str:
+    """The backend and what it runs on, e.g. "openvino CPU f32 LATENCY" (the precision OpenVINO chose)."""
+    return " ".join([engine.backend_name, *(str(v) for v in engine.describe_backend().values())])
+
+
 def summary_lines(report: RunReport, engine: Engine, options: RunOptions) -> List[str]:
     """The human summary: throughput, stage times, caption cache, keyframes, range, files."""
     cache = report.caption_cache
     lines = [f"tr2m-run: {report.frames} frames in {report.seconds:.1f} s = {report.fps:.1f} FPS end to end "
-             f"({engine.backend_name}, {engine.precision}, batch {options.batch})"
+             f"({backend_label(engine)}, {engine.precision}, batch {options.batch})"
              + (" [interrupted]" if report.interrupted else "")]
     if report.stage_ms:
         lines.append("  mean ms per frame: " + " | ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items()))

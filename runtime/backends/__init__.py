@@ -1,7 +1,8 @@
 """Inference backends behind one interface (`load`, `run`, `warmup`), picked from a registry.
 
 Order of preference for `auto`: native TensorRT (an engine for this GPU is in the bundle), then
-ONNX Runtime's TensorRT and CUDA execution providers (onnxruntime-gpu), then ONNX Runtime CPU.
+ONNX Runtime's TensorRT and CUDA execution providers (onnxruntime-gpu), then OpenVINO (when the
+bundle has OpenVINO IR: faster than ONNX Runtime on CPUs, bench/RESULTS.md), then ONNX Runtime CPU.
 `auto` trusts what can run, not what exists: a backend whose engines target another GPU or
 TensorRT, that lacks an engine for a graph the caller needs, or whose ONNX Runtime session did not
 get its provider, is skipped with one warning line saying why.
@@ -13,6 +14,7 @@ from typing import Dict, Iterator, Sequence, Type
 
 from ..errors import BundleError, Tr2mRuntimeWarning
 from .base import Backend, BackendUnavailable
+from .openvino import OpenVINOBackend
 from .ort import OrtCpu, OrtCuda, OrtTensorRT
 from .tensorrt import TensorRTBackend
 
@@ -20,6 +22,7 @@ BACKENDS: Dict[str, Type[Backend]] = {
     "tensorrt": TensorRTBackend,
     "ort-trt": OrtTensorRT,
     "ort-cuda": OrtCuda,
+    "openvino": OpenVINOBackend,
     "ort-cpu": OrtCpu,
 }
 
@@ -49,7 +52,7 @@ def _named(name: str, bundle, graphs: Sequence[str]) -> Type[Backend]:
         raise BundleError(f"unknown backend {name!r}; choose auto or one of: {', '.join(BACKENDS)}")
     cls = BACKENDS[name]
     if not cls.available(bundle):
-        raise BundleError(f"backend {name!r} cannot run here: {cls.requirement}")
+        raise BundleError(f"backend {name!r} cannot run here: {cls.unavailable_reason(bundle)}")
     reason = cls.refusal(bundle, graphs)
     if reason:
         raise BackendUnavailable(f"backend {name!r} cannot run this bundle here: {reason}")
@@ -61,9 +64,17 @@ def skipped(name: str, reason: str) -> None:
     warnings.warn(f"not using {name}: {reason}; trying the next backend", Tr2mRuntimeWarning, stacklevel=3)
 
 
+def with_options(cls: Type[Backend], options) -> Type[Backend]:
+    """`cls` with `options` applied when they are its kind of options (e.g. `OpenVINOOptions` for
+    openvino); any other backend is returned as it is, so options never stop `auto` falling back."""
+    if options is None or cls.options is None or not isinstance(options, type(cls.options)):
+        return cls
+    return cls.configured(options)
+
+
 def pick_backend(name: str, bundle, graphs: Sequence[str] = ("image",)) -> Type[Backend]:
     """`auto` -> the best backend that can run `graphs`; otherwise the named one, if it can."""
     return next(backend_candidates(name, bundle, graphs))
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "backend_candidates", "pick_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "backend_candidates", "pick_backend", "with_options"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,10 +15,14 @@ class BackendUnavailable(BundleError):
 
 
 class Backend:
-    """Runs one graph of a bundle. Subclasses set `name` and `requirement` (what it needs)."""
+    """Runs one graph of a bundle. Subclasses set `name` and `requirement` (what it needs), and
+    `options` when they take settings (a frozen dataclass; see `configured`)."""
 
     name = "base"
     requirement = ""
+    options = None
+    # graph -> the bundle graphs that serve it, best first (e.g. a CPU-specific INT8 graph)
+    serving: Dict[str, Tuple[str, ...]] = {}
 
     @classmethod
     def available(cls, bundle) -> bool:
@@ -27,9 +31,26 @@ class Backend:
         raise NotImplementedError
 
     @classmethod
+    def unavailable_reason(cls, bundle) -> str:
+        """One line: what is missing for this backend to run `bundle` here (when not `available`)."""
+        return cls.requirement
+
+    @classmethod
+    def configured(cls, options) -> type:
+        """This backend class with `options` (its options dataclass) applied to every `load`."""
+        if cls.options is None:
+            raise TypeError(f"the {cls.name} backend takes no options")
+        return type(cls.__name__, (cls,), {"options": options})
+
+    @classmethod
+    def serving_graph(cls, bundle, graph: str) -> Optional[str]:
+        """The bundle graph this backend runs for `graph` (see `serving`), or None if it has none."""
+        return next((g for g in cls.serving.get(graph, (graph,)) if bundle.has_graph(g)), None)
+
+    @classmethod
     def provides(cls, bundle, graph: str) -> bool:
         """Whether the bundle holds something this backend runs for `graph` (an ONNX graph here)."""
-        return bundle.has_graph(graph)
+        return cls.serving_graph(bundle, graph) is not None
 
     @classmethod
     def refusal(cls, bundle, graphs: Sequence[str]) -> Optional[str]:
@@ -53,6 +74,10 @@ class Backend:
     def close(self) -> None:
         """Release what the backend holds outside Python (device memory, streams)."""
 
-    @staticmethod
-    def graph_file(bundle, graph: str) -> Path:
-        return bundle.graph_path(graph)
+    def describe(self) -> Dict[str, str]:
+        """What this graph runs on, for the run summary (device, inference precision, ...)."""
+        return {}
+
+    @classmethod
+    def graph_file(cls, bundle, graph: str) -> Path:
+        return bundle.graph_path(cls.serving_graph(bundle, graph) or graph)
