@@ -143,6 +143,10 @@ class OpenVINOBackend(Backend):
         results = self.request.infer({name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
         return {name: np.array(results[port]) for name, port in self.outputs}  # copies: the request reuses buffers
 
+    def close(self) -> None:
+        """Drop the compiled model and its request (OpenVINO frees their memory with them)."""
+        self.request = self.compiled = None
+
     def describe(self) -> Dict[str, str]:
         """What the compiled model really runs with: device(s), inference precision, hint."""
         get = self.compiled.get_property

@@ -294,7 +294,7 @@ def test_the_engine_bytes_are_checked_on_the_read_that_returns_them(trt_bundle, 
 def test_every_backend_can_be_closed(tiny_bundle):
     backend = OrtCpu.load(Bundle.open(tiny_bundle.bundle), "text")
     backend.close()
-    assert set(BACKENDS) == {"tensorrt", "ort-trt", "ort-cuda", "ort-cpu"}
+    assert set(BACKENDS) == {"tensorrt", "ort-trt", "ort-cuda", "openvino", "ort-cpu"}
 
 
 # ----------------------------------------------------------------- GPU only (scripts/gpu_check.py runs these last)
