@@ -74,7 +74,7 @@ def bundle_feeds(bundle, frames: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
     pre = bundle.preprocessing
     if frames:
         picked = [frames[i % len(frames)] for i in range(2)]
-        image = Preprocessor((pre.height, pre.width), pre.mean, pre.std)(picked)
+        image = Preprocessor.for_bundle(bundle)(picked)
     else:
         image = np.random.default_rng(0).standard_normal((2, 3, pre.height, pre.width)).astype(np.float32)
     token_ids = ClipTokenizer.from_file(bundle.tokenizer_path)(list(CAPTIONS[:2]))
