@@ -92,7 +92,7 @@ class Engine:
     @property
     def backend_class(self) -> type:
         """The backend class (with its options) that runs this engine's graphs."""
-        return self._backend_cls
+        return self.text.backend
 
     def describe_backend(self) -> Dict[str, str]:
         """What the image graph runs on (device, inference precision, ...), for run summaries."""
