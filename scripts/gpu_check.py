@@ -245,7 +245,7 @@ def batches(checks: Checks, bundle: Path, frames) -> None:
     rel = float(np.max(np.abs(gpu_emb - cpu_emb)) / np.max(np.abs(cpu_emb)))
     checks.verdict(gpu_emb.shape == cpu_emb.shape and rel <= 1e-3,
                    f"{len(NEW_CAPTIONS)} new captions through the text engine (profile max "
-                   f"{gpu._text.limits.max}): max abs. error / max |emb| {rel:.1e}")
+                   f"{gpu.text._graph.limits.max}): max abs. error / max |emb| {rel:.1e}")
     gpu.close()
     del gpu
     free_after = cudart.cudaMemGetInfo()[1]
