@@ -228,6 +228,8 @@ def _manifest(model: TR2M, options: ExportOptions, graphs: dict, parity: List[Pa
         "untrained": bool(options.random_init or options.checkpoint is None),
         "checkpoint": Path(options.checkpoint).name if options.checkpoint else None,
         "preset": cfg.name,
+        # The video colour range the runtime shows (metres; null: fixed from the first frame).
+        "display_range_m": list(cfg.display_range_m) if cfg.display_range_m else None,
         "config": cfg.to_dict(),
         "preprocessing": {
             "height": cfg.input_size[0], "width": cfg.input_size[1], "layout": "NCHW", "color": "RGB",

@@ -127,6 +127,9 @@ class Bundle:
             found = ", ".join(f"{k} [..., {v}]" for k, v in sorted(wrong.items()))
             raise BundleError(f"the manifest's text encoder gives {self.text_dim}-d embeddings but {found}: the "
                               "bundle mixes parts of different exports; re-export it")
+        span = self.manifest.get("display_range_m")
+        if span is not None and not (len(span) == 2 and 0 <= float(span[0]) < float(span[1])):
+            raise ValueError(f"display_range_m must be [min, max] metres with 0 <= min < max or null, got {span!r}")
         size = [self.preprocessing.height, self.preprocessing.width]
         sizes = {name: list(spec["inputs"]["image"][-2:]) for name, spec in self.manifest["graphs"].items()
                  if "image" in spec.get("inputs", {})}

@@ -124,9 +124,9 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
               help="Keep every n-th row and column in the point clouds.")
 @click.option("--csv", is_flag=True, help="Per-frame depth statistics and stage timings, depth.csv.")
 @click.option("--range", "depth_range", callback=_parse_range, metavar="MIN:MAX|auto",
-              help="FIXED colour range of the video in metres [default: the bundle's display_range_m, else by "
-                   "preset: 0.5:10 indoor presets, 1:80 kitti, auto for the untrained tiny preset]. "
-                   "auto: fixed from the first frame.")
+              help="FIXED colour range of the video in metres [default: the bundle's display_range_m (0.5:10 for "
+                   "the indoor presets, 1:80 kitti; auto for the untrained tiny preset and for bundles exported "
+                   "before the field existed)]. auto: fixed from the first frame.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per model call.")
 @click.option("--cache-dir", type=FOLDER, help="Caption-embedding cache folder [default: in the user cache dir].")

@@ -1,36 +1,47 @@
 """The video's colour range policy: a fixed range in metres, from the bundle or from a first frame.
 
+The bundle carries its range (manifest "display_range_m", from the preset's config at export);
+the runtime keeps no table of its own.
+
 A fixed range keeps one colour meaning one distance for the whole video (a per-frame range would
 make the colours flicker with the scene).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+import warnings
+from typing import Optional, Tuple
 
 import numpy as np
 
+from .errors import Tr2mRuntimeWarning
+
 Range = Tuple[float, float]
 
-# Fixed colour range (metres) per preset, when the bundle's manifest has no "display_range_m".
-# None means "auto": fixed from the first frame (the untrained tiny preset has no metric scale).
-PRESET_RANGES: Dict[str, Optional[Range]] = {"kitti": (1.0, 80.0), "tiny": None}
-INDOOR_RANGE = (0.5, 10.0)  # paper, sunrgbd, paper_v2 and unknown presets
+FALLBACK_RANGE = (0.5, 10.0)  # a first frame without a single valid depth: a room-sized range
 
 
 def default_range(manifest: dict) -> Optional[Range]:
-    """The colour range a bundle asks for: manifest "display_range_m", else by preset; None = auto."""
-    if manifest.get("display_range_m"):
-        lo, hi = manifest["display_range_m"]
-        return float(lo), float(hi)
-    return PRESET_RANGES.get(manifest.get("preset", ""), INDOOR_RANGE)
+    """The colour range a bundle asks for: its manifest's "display_range_m" (written by export from
+    the preset's config); None (or an older bundle without the field) means auto: fixed from the
+    first frame, which an older bundle says once."""
+    if "display_range_m" not in manifest:
+        warnings.warn("this bundle predates display_range_m (exported by an older tr2m): the video's colour range "
+                      "is fixed from the first frame; pass --range MIN:MAX or re-export the bundle",
+                      Tr2mRuntimeWarning, stacklevel=2)
+        return None
+    span = manifest["display_range_m"]
+    if span is None:
+        return None
+    lo, hi = (float(v) for v in span)
+    return lo, hi
 
 
 def auto_range(depth_m: np.ndarray) -> Range:
     """A range from one depth map [H, W]: its 2nd..98th percentiles over valid pixels, rounded out."""
     valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
     if valid.size == 0:
-        return INDOOR_RANGE
+        return FALLBACK_RANGE
     lo, hi = np.percentile(valid, [2, 98])
     lo, hi = _round_down(float(lo)), _round_up(float(hi))
     return (lo, hi) if hi > lo else (lo, lo * 2 + 1)

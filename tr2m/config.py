@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 PATCH_SIZE = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,8 +93,15 @@ class TR2MConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
+    # Fixed colour range (metres) of depth videos, written into the bundle manifest for the runtime:
+    # the scenes the preset's input size was chosen for (indoor rooms; KITTI roads up to the 80 m
+    # evaluation cap). None: no metric scale to show (random weights): the runtime fixes a range
+    # from the first frame.
+    display_range_m: Optional[Tuple[float, float]] = (0.5, 10.0)
 
     def __post_init__(self):
+        if self.display_range_m is not None and not 0 <= self.display_range_m[0] < self.display_range_m[1]:
+            raise ValueError(f"display_range_m must be (min, max) metres with 0 <= min < max, got {self.display_range_m}")
         height, width = self.input_size
         if height % PATCH_SIZE or width % PATCH_SIZE or height <= 0 or width <= 0:
             raise ValueError(
@@ -175,7 +182,7 @@ def paper() -> TR2MConfig:
 @register_preset
 def kitti() -> TR2MConfig:
     """The paper preset at the authors' KITTI size."""
-    return TR2MConfig(name="kitti", input_size=(350, 1204))
+    return TR2MConfig(name="kitti", input_size=(350, 1204), display_range_m=(1.0, 80.0))
 
 
 @register_preset
@@ -197,6 +204,7 @@ def tiny() -> TR2MConfig:
     return TR2MConfig(
         name="tiny",
         input_size=(56, 70),
+        display_range_m=None,
         relative=RelativeDepthConfig(
             source="", hidden_size=32, num_layers=4, num_heads=2, out_indices=(1, 2, 3, 4),
             neck_hidden_sizes=(8, 16, 32, 64), reassemble_hidden_size=32, fusion_hidden_size=16,

@@ -1,16 +1,35 @@
-"""runtime.display_range: the video's fixed colour range, from the bundle or a first frame."""
+"""runtime.display_range: the video's fixed colour range, from the bundle's manifest or a first frame."""
 from __future__ import annotations
 
-import numpy as np
+import json
+import shutil
 
+import numpy as np
+import pytest
+
+from runtime.bundle import Bundle
+from runtime.errors import BundleError, Tr2mRuntimeWarning
 from runtime.display_range import auto_range, default_range
 
 
-def test_the_bundle_range_or_the_preset_default():
-    assert default_range({"preset": "paper"}) == (0.5, 10.0)
-    assert default_range({"preset": "kitti"}) == (1.0, 80.0)
-    assert default_range({"preset": "tiny"}) is None
-    assert default_range({"preset": "paper", "display_range_m": [0.2, 5]}) == (0.2, 5.0)
+def test_the_range_comes_from_the_manifest_not_from_a_table_of_presets():
+    assert default_range({"preset": "kitti", "display_range_m": [0.2, 5]}) == (0.2, 5.0)
+    assert default_range({"preset": "kitti", "display_range_m": None}) is None  # the bundle asks for auto
+    assert default_range({"preset": "made-up", "display_range_m": [1, 30]}) == (1.0, 30.0)
+
+
+def test_an_older_bundle_without_the_field_gets_auto_and_is_told_so():
+    with pytest.warns(Tr2mRuntimeWarning, match="predates display_range_m.*--range MIN:MAX or re-export"):
+        assert default_range({"preset": "paper"}) is None
+
+
+def test_the_exported_bundle_carries_its_range_and_a_malformed_one_is_refused(tiny_bundle, tmp_path):
+    manifest = Bundle.open(tiny_bundle.bundle).manifest
+    assert "display_range_m" in manifest and manifest["display_range_m"] is None  # tiny: random weights, auto
+    folder = shutil.copytree(tiny_bundle.bundle, tmp_path / "bundle")
+    (folder / "manifest.json").write_text(json.dumps(dict(manifest, display_range_m=[10, 1])))
+    with pytest.raises(BundleError, match="display_range_m"):
+        Bundle.open(folder)
 
 
 def test_auto_range_rounds_the_percentiles_outwards():

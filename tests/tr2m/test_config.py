@@ -30,3 +30,12 @@ def test_json_round_trip_keeps_every_field():
     for name in list_presets():
         cfg = get_preset(name)
         assert TR2MConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_each_preset_carries_the_display_range_its_bundles_show():
+    assert {name: get_preset(name).display_range_m for name in list_presets()} == {
+        "kitti": (1.0, 80.0), "paper": (0.5, 10.0), "paper_v2": (0.5, 10.0), "sunrgbd": (0.5, 10.0), "tiny": None}
+    config = get_preset("kitti")
+    assert TR2MConfig.from_json(config.to_json()).display_range_m == (1.0, 80.0)
+    with pytest.raises(ValueError, match="display_range_m"):
+        config.replace(display_range_m=(80.0, 1.0))
