@@ -8,11 +8,11 @@ Without the torch extra the lookup or the import fails, and that is one error li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import Tr2mRuntimeError
+from .plugins import load_plugin
 
 GROUP = "tr2m.captioners"
 VIDEO = "video"
@@ -44,13 +44,4 @@ Captioner = Callable[[CaptionRequest, Callable[[str], None]], Path]
 
 def find_captioner(name: str = VIDEO, group: Optional[str] = None) -> Captioner:
     """The captioner registered as ``name`` in the entry-point ``group`` (default GROUP)."""
-    group = group or GROUP
-    found = entry_points(group=group, name=name)
-    if not found:
-        raise AutoCaptionUnavailable(f"{NEEDS}: no captioner {name!r} is registered in the entry-point group "
-                                     f"{group!r}")
-    entry = next(iter(found))
-    try:
-        return entry.load()
-    except ImportError as e:
-        raise AutoCaptionUnavailable(f"{NEEDS}: {entry.value} could not be imported ({e})") from None
+    return load_plugin(group or GROUP, name, kind="captioner", needs=NEEDS, error=AutoCaptionUnavailable)

@@ -8,7 +8,9 @@ Everything the demo needs is made here, once, and kept under the user cache fold
   and swaying), so the demo input has real perspective and parallax;
 * ``bundle-tiny/``: when no ``--bundle`` is given, the tiny preset exported with random weights
   (``tr2m-export onnx --preset tiny --random-init``). Building it needs PyTorch and the export
-  package (the ``torch`` extra), imported here lazily and only here; the runtime stays torch-free.
+  package (the ``torch`` extra); the builder is found through the entry point ``tiny-demo`` of
+  the group ``tr2m.bundle_builders`` (registered by the package that provides it), so runtime/
+  imports nothing above it and stays torch-free.
   The bundle is UNTRAINED: its depth has no metric meaning, it only exercises the pipeline.
 
 The demo's captions change half-way (two scenes), so the caption cache shows up in the summary.
@@ -28,6 +30,7 @@ from .atomic import PendingFile
 from .bundle import FORMAT_VERSION, MANIFEST, Bundle
 from .captions import CaptionRange, CaptionSchedule
 from .errors import BundleError
+from .plugins import load_plugin
 
 DEMO_SIZE = (360, 640)   # (height, width)
 DEMO_FPS = 15
@@ -38,6 +41,8 @@ DEMO_CAPTIONS = CaptionSchedule(default="a long corridor", ranges=(
 ))
 
 Log = Callable[[str], None]
+BUILDERS = "tr2m.bundle_builders"  # entry-point group of bundle builders (setup.cfg)
+DEMO_BUILDER = "tiny-demo"
 
 
 def demo_root() -> Path:
@@ -196,20 +201,22 @@ def demo_bundle(root: Optional[Path] = None, log: Log = lambda m: None,
             shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     log(f"building the tiny UNTRAINED demo bundle in {folder} (once; about a minute) ...")
-    (build or export_tiny_bundle)(folder, log)
+    build_with(build or find_bundle_builder(), folder, log)
     return folder
 
 
-def export_tiny_bundle(folder: Path, log: Log) -> None:
-    """`tr2m-export onnx --preset tiny --random-init --out folder`, from Python."""
+def find_bundle_builder(name: str = DEMO_BUILDER, group: str = BUILDERS) -> Callable[[Path, Log], None]:
+    """The bundle builder registered as ``name`` in the entry-point ``group`` (export registers the
+    demo's); without the torch extra, a BundleError naming it."""
+    return load_plugin(group, name, kind="bundle builder", error=BundleError,
+                       needs="the demo builds a tiny untrained bundle with PyTorch, which is not installed: "
+                             "pip install 'tr2m[torch]', or pass --bundle DIR")
+
+
+def build_with(builder: Callable[[Path, Log], None], folder: Path, log: Log) -> None:
+    """Run a bundle builder; any failure of it becomes one BundleError line for the CLI."""
     try:
-        from export.bundle import ExportOptions, export_bundle
-    except ImportError as e:
-        missing = getattr(e, "name", None) or str(e)
-        raise BundleError(f"the demo builds a tiny untrained bundle with PyTorch, but {missing} is not "
-                          "installed: pip install 'tr2m[torch]', or pass --bundle DIR") from e
-    try:
-        export_bundle(ExportOptions(out=folder, preset="tiny", random_init=True), log=lambda m: log(f"  {m}"))
+        builder(folder, log)
     except Exception as e:  # noqa: BLE001 - any export failure becomes one line for the CLI
         if (folder / MANIFEST).is_file():
             return  # another process built it at the same time

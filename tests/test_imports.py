@@ -27,9 +27,7 @@ MAY_IMPORT = {  # top-level package -> the other top-level packages it may impor
 }
 
 # Upward imports being removed by other work; delete an entry once its import is gone.
-PENDING = {
-    ("runtime.demo", "export.bundle"): "issue 11 item 9: the demo finds its bundle builder through an entry point",
-}
+PENDING: Dict[tuple, str] = {}
 
 
 def _modules() -> Dict[str, Path]:

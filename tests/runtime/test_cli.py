@@ -260,9 +260,21 @@ def test_demo_bundle_is_built_once_and_needs_torch_only_when_building(bundle, tm
     first = demo.demo_bundle(tmp_path, build=fake_build)
     second = demo.demo_bundle(tmp_path, build=fake_build)
     assert first == second and built == [first] and (first / "manifest.json").is_file()
-    monkeypatch.setitem(sys.modules, "export.bundle", None)  # as if torch and export were missing
-    with pytest.raises(BundleError, match=r"pip install 'tr2m\[torch\]'.*--bundle"):
-        demo.export_tiny_bundle(tmp_path / "other", log=lambda m: None)
+
+    def broken_build(folder, log):
+        raise RuntimeError("out of memory")
+    with pytest.raises(BundleError, match=r"could not build the demo bundle \(RuntimeError: out of memory\)"):
+        demo.demo_bundle(tmp_path / "broken", build=broken_build)
+
+
+def test_the_demo_finds_its_builder_through_the_installed_entry_point(monkeypatch):
+    builder = demo.find_bundle_builder()  # the real entry point, registered in setup.cfg by export
+    assert (builder.__module__, builder.__name__) == ("export.demo", "build_demo_bundle")
+    monkeypatch.setitem(sys.modules, "export.demo", None)  # as if the torch extra (export's needs) were missing
+    with pytest.raises(BundleError, match=r"PyTorch, which is not installed: pip install 'tr2m\[torch\]'.*--bundle"):
+        demo.find_bundle_builder()
+    with pytest.raises(BundleError, match=r"pip install 'tr2m\[torch\]'.*no bundle builder 'tiny-demo' is registered"):
+        demo.find_bundle_builder(group="tr2m.no_such_builders")
 
 
 def test_a_damaged_image_in_a_folder_is_named_counted_and_exits_3(bundle, tmp_path, capsys):
