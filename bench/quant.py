@@ -26,6 +26,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def dynamic_int8_bundle(bundle_dir: Path, out_dir: Path, *, per_channel: bool = False) -> Path:
     """Write a derived bundle at out_dir whose image_int8 graph is the dynamic-INT8 image graph."""
     from export.cpu_int8 import quantize_dynamic_graph
+    from export.weights import external_files
     from runtime.bundle import Bundle, write_manifest
 
     bundle = Bundle.open(bundle_dir, verify=False)
@@ -40,10 +41,9 @@ def dynamic_int8_bundle(bundle_dir: Path, out_dir: Path, *, per_channel: bool = 
     if bundle.has_graph("text"):
         text = bundle.manifest["graphs"]["text"]
         _link_or_copy(bundle.graph_path("text"), out_dir / text["file"])
-        for extra in bundle.manifest.get("extra_files", []):  # the text graph's external data
-            if extra.startswith(Path(text["file"]).stem):
-                _link_or_copy(bundle.resolve(extra), out_dir / extra)
-                names.append(extra)
+        for extra in external_files(bundle.graph_path("text")):  # its weights (a file shared by all FP32 graphs)
+            _link_or_copy(bundle.resolve(extra), out_dir / extra)
+            names.append(extra)
         graphs["text"] = text
     if bundle.tokenizer_path is not None:
         _link_or_copy(bundle.tokenizer_path, out_dir / bundle.tokenizer_path.name)

@@ -27,6 +27,7 @@ import onnx
 
 from export.cpu_int8 import quiet_quantizer
 from export.fp16 import depth_formula_nodes
+from export.weights import graph_bytes
 from runtime.bundle import Bundle, write_manifest
 from runtime.preprocess import Preprocessor
 from runtime.text_embedder import TextEmbedder
@@ -116,7 +117,7 @@ def quantize_graph(src: str | Path, dst: str | Path, calib: CalibrationSet,
     keep = sorted(set(float_islands(model, quantize_attention=options.quantize_attention)) | set(options.keep_float))
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _LARGE_MODEL_BYTES
+    large = graph_bytes(src) > _LARGE_MODEL_BYTES
     extra = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
              "OpTypesToExcludeOutputQuantization": list(options.op_types), "CalibPercentile": options.percentile}
     with quiet_quantizer():

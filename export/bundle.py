@@ -6,6 +6,7 @@ place only after every graph passed its parity check; a failure or Ctrl-C remove
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import os
 import shutil
@@ -23,10 +24,11 @@ from runtime.bundle import FORMAT_VERSION, write_manifest
 from tr2m.model import TR2M
 
 from .fp16 import to_fp16
-from .graphs import GRAPHS, example_inputs, io_shapes
-from .onnx_export import OPSET, export_onnx, external_files, save_onnx
+from .graphs import EXPORT_ORDER, GRAPHS, HALF_GRAPHS, example_inputs, io_shapes
+from .onnx_export import OPSET, export_onnx, set_metadata, write_onnx
 from .parity import CAPTIONS, ParityStat, check, compare, parity_batches, read_frames, run_ort
 from .tokenizer import build_clip_tokenizer
+from .weights import WeightStore, external_files, weight_file
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -94,25 +96,67 @@ def _umask() -> int:
 
 
 def _export_into(directory: Path, options: ExportOptions, log) -> ExportReport:
+    """Graph by graph, each weight written once: the torch parts a graph needs are freed once no
+    later graph needs them, the torch model before any ONNX Runtime session opens, and each
+    graph's weights go to disk as the exporter hands them over (see onnx_export.export_onnx)."""
+    names = _graph_order(options)
     model = _build_model(options)
-    frames = read_frames(options.parity_frames)
-    batches = parity_batches(frames, model)
-    report = ExportReport(bundle=directory)
-    graphs = {}
-    for name in options.graphs:
+    config, text = model.config, _text_identity(model, options)
+    log(f"expected peak memory: about {expected_peak_bytes(model, names, options.half) / 1e9:.1f} GB")
+    feeds = _parity_feeds(model, read_frames(options.parity_frames))
+    store = WeightStore(directory / weight_file("fp32"))
+    graphs, references = {}, {}
+    for name in names:
         log(f"exporting {name} graph ...")
-        graphs[name], stats = _export_graph(model, name, directory, batches)
-        report.parity += stats
+        graphs[name], references[name] = _export_graph(model, name, directory, feeds, store)
+        _free_parts(model, done=names[: names.index(name) + 1], remaining=names[names.index(name) + 1:])
+    del model
+    gc.collect()
+    report = ExportReport(bundle=directory)
+    for name in names:
+        report.parity += _checked_parity(directory, name, name, feeds, references[name])
     if options.half:
-        log("converting the image graph to FP16 ...")
-        graphs["image_fp16"], stats = _export_fp16(model, directory, batches)
-        report.parity += stats
+        store16 = WeightStore(directory / weight_file("fp16"))
+        for name in (n for n in HALF_GRAPHS if n in names):
+            log(f"converting the {name} graph to FP16 ...")
+            graphs[f"{name}_fp16"] = _export_fp16(directory, name, graphs[name], config, store16)
+            report.parity += _checked_parity(directory, f"{name}_fp16", name, feeds, references[name])
     build_clip_tokenizer(directory / TOKENIZER_FILE)
     _check_tokenizer(directory / TOKENIZER_FILE)
-    extra = [f for g in graphs.values() for f in external_files(directory / g["file"])]
-    write_manifest(directory, _manifest(model, options, graphs, report.parity, extra))
+    extra = sorted({f for g in graphs.values() for f in external_files(directory / g["file"])})
+    write_manifest(directory, _manifest(config, text, options, graphs, report.parity, extra))
     report.files = {p.name: p.stat().st_size for p in sorted(directory.iterdir())}
     return report
+
+
+def _graph_order(options: ExportOptions) -> Tuple[str, ...]:
+    unknown = [name for name in options.graphs if name not in GRAPHS]
+    if unknown:
+        raise ExportError(f"unknown graph {unknown[0]!r}; choose from: {', '.join(GRAPHS)}")
+    if options.half and "image" not in options.graphs:
+        raise ExportError("--half converts the image graph: include 'image' in the graphs")
+    return tuple(name for name in EXPORT_ORDER if name in options.graphs)
+
+
+def expected_peak_bytes(model: TR2M, graphs: Sequence[str], half: bool) -> int:
+    """What the export should peak at: the torch model, plus the largest graph's weights held
+    twice (the exporter's copy and, later, ONNX Runtime's parity session), plus the FP16 copy,
+    plus ~1 GB for torch and ONNX Runtime themselves (measured on the paper preset)."""
+    part_bytes = {name: _module_bytes(getattr(model, name)) for name in ("relative", "image_encoder", "text_encoder", "head")}
+    largest = max(sum(part_bytes[p] for p in GRAPHS[g].parts) for g in graphs)
+    return sum(part_bytes.values()) + 2 * largest + (largest // 2 if half else 0) + (1 << 30)
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def _free_parts(model: TR2M, done: Sequence[str], remaining: Sequence[str]) -> None:
+    """Drop the torch submodules that exported graphs used and no remaining graph needs."""
+    needed = {part for name in remaining for part in GRAPHS[name].parts}
+    for part in {part for name in done for part in GRAPHS[name].parts} - needed:
+        setattr(model, part, None)
+    gc.collect()
 
 
 def _build_model(options: ExportOptions) -> TR2M:
@@ -127,63 +171,63 @@ def _build_model(options: ExportOptions) -> TR2M:
     return options.prepare_model(model) if options.prepare_model else model
 
 
-def _export_graph(model: TR2M, name: str, directory: Path, batches) -> Tuple[dict, List[ParityStat]]:
-    if name not in GRAPHS:
-        raise ExportError(f"unknown graph {name!r}; choose from: {', '.join(GRAPHS)}")
+def _export_graph(model: TR2M, name: str, directory: Path, feeds, store: WeightStore) -> Tuple[dict, list]:
+    """Export one FP32 graph into `directory` (weights into `store`); returns its manifest entry and
+    PyTorch's outputs on the parity feeds (checked against ONNX Runtime once torch is freed)."""
     definition = GRAPHS[name]
     module = definition.wrap(model).eval()
+    with torch.no_grad():
+        references = [_as_numpy(module(*(batch[n] for n in definition.inputs))) for batch in feeds]
     path = directory / f"{name}.onnx"
     export_onnx(module, example_inputs(model, definition.inputs), definition.outputs, path,
-                metadata=_metadata(model, name, "fp32"))
-    stats = _parity(module, definition, path, model, batches, name)
-    failures = check(stats, "fp32", definition.outputs)
-    if failures:
-        raise ExportError("parity check failed: " + "; ".join(failures))
+                metadata=_metadata(model.config, name, "fp32"), store=store)
     inputs, outputs = io_shapes(model, definition)
-    return {"file": path.name, "precision": "fp32", "inputs": inputs, "outputs": outputs}, stats
+    return {"file": path.name, "precision": "fp32", "inputs": inputs, "outputs": outputs}, references
 
 
-def _export_fp16(model: TR2M, directory: Path, batches) -> Tuple[dict, List[ParityStat]]:
-    source = directory / "image.onnx"
-    if not source.is_file():
-        raise ExportError("--half converts the image graph: include 'image' in the graphs")
-    half = to_fp16(onnx.load(str(source)))
-    del half.metadata_props[:]
-    from .onnx_export import set_metadata
+def _as_numpy(outputs) -> List[np.ndarray]:
+    return [o.numpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
 
-    set_metadata(half, _metadata(model, "image_fp16", "fp16"))
-    path = directory / "image_fp16.onnx"
-    save_onnx(half, path)
+
+def _export_fp16(directory: Path, name: str, entry: dict, config, store: WeightStore) -> dict:
+    """The FP32 graph `name` converted to FP16, its weights into the FP16 weight file. The graph
+    is read without its weights; to_fp16 reads them in for the conversion only."""
+    half = to_fp16(onnx.load(str(directory / entry["file"]), load_external_data=False), weights_dir=directory)
+    set_metadata(half, _metadata(config, f"{name}_fp16", "fp16"))
+    store.externalize(half)
+    path = directory / f"{name}_fp16.onnx"
+    write_onnx(half, path)
     onnx.checker.check_model(str(path), full_check=True)
-    definition = GRAPHS["image"]
-    stats = _parity(definition.wrap(model).eval(), definition, path, model, batches, "image_fp16")
-    failures = check(stats, "fp16", ("depth",))
-    if failures:
-        raise ExportError("FP16 parity check failed: " + "; ".join(failures))
-    inputs, outputs = io_shapes(model, definition)
-    return {"file": path.name, "precision": "fp16", "inputs": inputs, "outputs": outputs}, stats
+    return dict(entry, file=path.name, precision="fp16")
 
 
-def _parity(module, definition, path: Path, model: TR2M, batches, graph: str) -> List[ParityStat]:
+def _checked_parity(directory: Path, graph: str, source: str, feeds, references) -> List[ParityStat]:
+    """Run `graph` in ONNX Runtime on the parity feeds and hold it to its precision's tolerance
+    against PyTorch's outputs of `source` (the FP16 image graph is judged on depth)."""
+    definition = GRAPHS[source]
+    path = directory / f"{graph}.onnx"
     stats = []
-    for images in batches:
-        feeds = _feeds(model, definition.inputs, images)
-        with torch.no_grad():
-            ref = module(*feeds.values())
-        ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
-        got = run_ort(path, {k: v.numpy() for k, v in feeds.items()})
+    for batch, ref in zip(feeds, references):
+        got = run_ort(path, {n: batch[n].numpy() for n in definition.inputs})
         stats += compare(graph, definition.outputs, got, ref)
+    precision = "fp16" if graph.endswith("_fp16") else "fp32"
+    checked = ("depth",) if graph == "image_fp16" else definition.outputs
+    failures = check(stats, precision, checked)
+    if failures:
+        raise ExportError(f"{'FP16 ' if precision == 'fp16' else ''}parity check failed: " + "; ".join(failures))
     return stats
 
 
-def _feeds(model: TR2M, names, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+def _parity_feeds(model: TR2M, frames) -> List[Dict[str, torch.Tensor]]:
+    """Every input any graph takes, per parity batch (text embeddings made now, while the text
+    tower is still in memory)."""
+    return [_feeds(model, images) for images in parity_batches(frames, model)]
+
+
+def _feeds(model: TR2M, images: torch.Tensor) -> Dict[str, torch.Tensor]:
     captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(images.shape[0])]
-    makers = {
-        "image": lambda: images,
-        "text_emb": lambda: model.encode_text(captions),
-        "token_ids": lambda: tr2m.encoders.tokenize(captions),
-    }
-    return {name: makers[name]() for name in names}
+    with torch.no_grad():
+        return {"image": images, "text_emb": model.encode_text(captions), "token_ids": tr2m.encoders.tokenize(captions)}
 
 
 def _check_tokenizer(path: Path) -> None:
@@ -211,8 +255,7 @@ def _text_identity(model: TR2M, options: ExportOptions) -> dict:
             "dim": model.config.text.projection_dim, "context_length": model.config.text.context_length}
 
 
-def _metadata(model: TR2M, graph: str, precision: str) -> Dict[str, str]:
-    cfg = model.config
+def _metadata(cfg, graph: str, precision: str) -> Dict[str, str]:
     return {
         "tr2m.format_version": str(FORMAT_VERSION), "tr2m.graph": graph, "tr2m.precision": precision,
         "tr2m.preset": cfg.name, "tr2m.input_size": f"{cfg.input_size[0]}x{cfg.input_size[1]}",
@@ -221,8 +264,8 @@ def _metadata(model: TR2M, graph: str, precision: str) -> Dict[str, str]:
     }
 
 
-def _manifest(model: TR2M, options: ExportOptions, graphs: dict, parity: List[ParityStat], extra: List[str]) -> dict:
-    cfg = model.config
+def _manifest(cfg, text: dict, options: ExportOptions, graphs: dict, parity: List[ParityStat],
+              extra: List[str]) -> dict:
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "untrained": bool(options.random_init or options.checkpoint is None),
@@ -236,7 +279,7 @@ def _manifest(model: TR2M, options: ExportOptions, graphs: dict, parity: List[Pa
             "value_range": [0.0, 1.0], "resize": "bilinear", "align_corners": True,
             "mean": list(cfg.mean), "std": list(cfg.std), "normalized_in_graph": False,
         },
-        "text_encoder": _text_identity(model, options),
+        "text_encoder": text,
         "graphs": graphs,
         "tokenizer": TOKENIZER_FILE,
         "extra_files": extra,

@@ -5,9 +5,9 @@ tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --half --out bundles/paper
 tr2m-export trt --bundle bundles/paper --fp16                     # TensorRT on this GPU
 tr2m-export trt --bundle bundles/paper --fp16 --flavour rtx --target sm86   # ahead of time, no GPU needed
 tr2m-export trt --bundle bundles/paper --int8 --calib clips/office.mp4 --calib-eval data/nyu/rgb
-
 tr2m-export openvino --bundle bundles/paper                       # OpenVINO IR (CPUs, Intel GPUs/NPUs)
 tr2m-export cpu-int8 --bundle bundles/paper                       # ONNX Runtime CPU INT8, no calibration
+tr2m-export info bundles/paper                                    # graphs, weight files, engines, checksums
 
 INT8 calibration (`trt --calib`, `openvino --int8`) is done by calib/, found through the hook in
 export/calibration.py.
@@ -55,7 +55,7 @@ def main():
 @click.option("--image-encoder", "image_source", help="DINOv2: hub id or local folder.")
 @click.option("--text-encoder", "text_source", help="CLIP text tower: hub id or local folder.")
 @click.option("--random-init", is_flag=True, help="Random encoder and head weights, offline (demos and tests); the bundle is marked untrained.")
-@click.option("--half", is_flag=True, help="Also write an FP16 image graph (LayerNorm, Softmax and the depth formula stay FP32).")
+@click.option("--half", is_flag=True, help="Also write FP16 graphs: the image graph and the keyframe halves (LayerNorm, Softmax and the depth formula stay FP32).")
 @click.option("--graphs", default="image,relative,scale_shift,text", show_default=True, help="Comma-separated graphs to export.")
 @click.option("--parity-frame", "parity_frames", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Real images for the parity check (repeatable; default: seeded noise).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
@@ -63,7 +63,11 @@ def main():
 def onnx_command(ckpt, preset, size, out, relative_source, image_source, text_source, random_init, half, graphs,
                  parity_frames, force, seed):
     """Write the fused image graph, the keyframe halves, the text graph, the tokenizer and a
-    manifest, then check every graph against PyTorch; on failure nothing is left on disk."""
+    manifest, then check every graph against PyTorch; on failure nothing is left on disk.
+
+    The graphs share one weight file per precision (weights.fp32.data, weights.fp16.data), so each
+    weight is stored once; graphs are exported one at a time and the expected peak memory is
+    printed first."""
     from .bundle import ExportOptions, export_bundle
     from .parity import stats_table
 
@@ -228,6 +232,20 @@ def cpu_int8_command(bundle_dir, parity_frames, per_tensor, max_error):
     path = run_cli(lambda: add_cpu_int8(bundle_dir, read_frames(parity_frames), per_channel=not per_tensor,
                                         max_error=max_error, log=lambda m: click.echo(m, err=True)))
     click.echo(str(path))
+
+
+@main.command("info")
+@click.argument("bundle_dir", metavar="BUNDLE", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def info(bundle_dir):
+    """Show what BUNDLE holds before you copy it to a device: its graphs with their precision and
+    the bytes each loads, the weight files they share, TensorRT engines and their targets, and
+    whether every file matches the manifest's checksum (exit status 1 if one does not)."""
+    from .info import format_info, inspect_bundle
+
+    report = run_cli(lambda: inspect_bundle(bundle_dir))
+    click.echo(format_info(report))
+    if not report.healthy:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 from runtime.bundle import Bundle, write_manifest
 
 from .parity import bundle_feeds, compare, run_ort
+from .weights import graph_bytes
 
 GRAPH = "image_int8_cpu"
 CPU_INT8_TOLERANCE = 3e-2  # median relative depth error vs FP32 (the INT8 goal of the benchmark)
@@ -50,7 +51,7 @@ def quantize_dynamic_graph(src: Path, dst: Path, *, per_channel: bool = True) ->
     """FP32 ONNX graph `src` -> dynamic-INT8 graph `dst` (plus `dst`.data when large)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > LARGE_MODEL_BYTES
+    large = graph_bytes(src) > LARGE_MODEL_BYTES
     with quiet_quantizer():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=per_channel,
                          weight_type=QuantType.QInt8, use_external_data_format=large)

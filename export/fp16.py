@@ -17,18 +17,27 @@ attention in the graph, whichever model it came from.
 """
 from __future__ import annotations
 
-from typing import List, Set
+from pathlib import Path
+from typing import List, Optional, Set
 
 import onnx
 
 KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "Exp", "Reciprocal"]
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_fp16(model: onnx.ModelProto, *, weights_dir: Optional[Path] = None) -> onnx.ModelProto:
     """float32 graph -> FP16 graph with float32 I/O, pre-scaled attention and the islands above
-    kept in float32. The attention rewrite is applied to `model` itself (same values in FP32)."""
+    kept in float32. The attention rewrite is applied to `model` itself (same values in FP32).
+
+    weights_dir: `model` was loaded without its external data (the weight file is in this folder).
+    The rewrite and shape inference then run on the graph alone (inference copies every tensor it
+    is given), and the weights are read in only for the conversion itself."""
     prescale_attention(model)
-    return convert_with_fp32_islands(model)
+    if weights_dir is None:
+        return convert_with_fp32_islands(model)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.load_external_data_for_model(model, str(weights_dir))
+    return convert_with_fp32_islands(model, shapes_inferred=True)
 
 
 def prescale_attention(model: onnx.ModelProto) -> int:
@@ -110,13 +119,15 @@ def _numel(dims) -> int:
     return count
 
 
-def convert_with_fp32_islands(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The FP16 conversion itself (float32 I/O, islands above in float32), attention as it is."""
+def convert_with_fp32_islands(model: onnx.ModelProto, *, shapes_inferred: bool = False) -> onnx.ModelProto:
+    """The FP16 conversion itself (float32 I/O, islands above in float32), attention as it is.
+    shapes_inferred: `model` already carries ONNX shape inference's value_info."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     keep = sorted(depth_formula_nodes(model) | _around_exp_nodes(model))
     half = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=KEEP_FP32_OPS, node_block_list=keep, disable_shape_infer=False,
+        model, keep_io_types=True, op_block_list=KEEP_FP32_OPS, node_block_list=keep,
+        disable_shape_infer=shapes_inferred,
     )
     _drop_cast_round_trips(half.graph)
     _topological_sort(half.graph)  # the converter appends its input Casts after their users

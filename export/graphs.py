@@ -67,14 +67,18 @@ class GraphDef:
     wrap: Callable[[TR2M], nn.Module]
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
+    parts: Tuple[str, ...]  # the model's submodules the graph holds (export frees the others as it goes)
 
 
 GRAPHS: Dict[str, GraphDef] = {
-    "image": GraphDef(ImageGraph, ("image", "text_emb"), ("depth", "scale", "shift", "rel")),
-    "relative": GraphDef(RelativeGraph, ("image",), ("rel",)),
-    "scale_shift": GraphDef(ScaleShiftGraph, ("image", "text_emb"), ("scale", "shift")),
-    "text": GraphDef(TextGraph, ("token_ids",), ("text_emb",)),
+    "image": GraphDef(ImageGraph, ("image", "text_emb"), ("depth", "scale", "shift", "rel"),
+                      ("relative", "image_encoder", "head")),
+    "relative": GraphDef(RelativeGraph, ("image",), ("rel",), ("relative",)),
+    "scale_shift": GraphDef(ScaleShiftGraph, ("image", "text_emb"), ("scale", "shift"), ("image_encoder", "head")),
+    "text": GraphDef(TextGraph, ("token_ids",), ("text_emb",), ("text_encoder",)),
 }
+EXPORT_ORDER = ("text", "relative", "scale_shift", "image")  # the largest last: the text tower is freed first
+HALF_GRAPHS = ("image", "relative", "scale_shift")  # the graphs --half converts (keyframe mode runs the halves)
 
 
 def example_inputs(model: TR2M, names: Tuple[str, ...], batch: int = 2) -> Dict[str, torch.Tensor]:

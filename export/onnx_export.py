@@ -1,27 +1,36 @@
-"""One graph to ONNX: dynamo export with a dynamic batch, simplification, checks, metadata."""
+"""One graph to ONNX: dynamo export with a dynamic batch, simplification, checks, metadata;
+weights in the bundle's shared weight file."""
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import onnx
 import torch
 from torch import nn
 
 from .fp16 import prescale_attention
+from .weights import WeightStore, weight_operands
 
 OPSET = 18
 MAX_BATCH = 64
-TWO_GB = 2 * 1024**3
 
 
 def export_onnx(module: nn.Module, inputs: Mapping[str, torch.Tensor], output_names: Sequence[str],
-                path: Path, *, metadata: Mapping[str, str]) -> onnx.ModelProto:
-    """Trace `module` on `inputs` (batch dynamic, other axes fixed) and write a checked ONNX file."""
+                path: Path, *, metadata: Mapping[str, str], store: Optional[WeightStore] = None) -> onnx.ModelProto:
+    """Trace `module` on `inputs` (batch dynamic, other axes fixed) and write a checked ONNX file
+    whose weights live in `store`, a file in the same folder that a bundle's graphs share (default:
+    the graph's own `<file>.data`).
+
+    Returns the graph without its weights. The layer weights leave memory as soon as the exporter
+    hands them over: simplification (which copies the graph several times) works on a graph whose
+    MatMul/Conv weights wait in a scratch file; biases and constants, which it inspects, stay in.
+    """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     dynamic = {name: {0: batch} for name in inputs}
     with _quiet():
@@ -30,10 +39,20 @@ def export_onnx(module: nn.Module, inputs: Mapping[str, torch.Tensor], output_na
             input_names=list(inputs), output_names=list(output_names), dynamic_shapes=dynamic,
             optimize=True, verify=False, report=False,
         )
-    model = simplify(program.model_proto)
-    prescale_attention(model)  # also for FP16 engines TensorRT 10 builds from this FP32 graph
+    store = store or WeightStore(path.with_name(f"{path.name}.data"))
+    model = program.model_proto
+    del program  # the exporter's own graph and folded constants
+    scratch = WeightStore(path.parent / f".{path.name}.scratch")
+    try:
+        scratch.externalize(model, names=weight_operands(model))
+        with _working_directory(path.parent):  # onnxslim would read external data relative to the cwd
+            model = simplify(model)
+        prescale_attention(model)  # also for FP16 engines TensorRT 10 builds from this FP32 graph
+        store.externalize(model)  # moves each tensor from the scratch file, once per distinct tensor
+    finally:
+        scratch.path.unlink(missing_ok=True)
     set_metadata(model, metadata)
-    save_onnx(model, path)
+    write_onnx(model, path)
     onnx.checker.check_model(str(path), full_check=True)
     return model
 
@@ -46,36 +65,26 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnxslim.slim(model)
 
 
+@contextlib.contextmanager
+def _working_directory(directory: Path):
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def write_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Write a graph whose large tensors are already external (see WeightStore): nodes only."""
+    path.write_bytes(model.SerializeToString())
+
+
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
-
-
-def save_onnx(model: onnx.ModelProto, path: Path) -> None:
-    """One file, or external data beside it only when the graph passes protobuf's 2 GB limit."""
-    large = model.ByteSize() > TWO_GB if _can_measure(model) else True
-    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=f"{path.name}.data" if large else None)
-
-
-def _can_measure(model: onnx.ModelProto) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # protobuf refuses to size messages past 2 GB
-        return False
-
-
-def external_files(path: Path) -> list:
-    """Files an ONNX graph keeps beside itself (external data), relative to its folder."""
-    model = onnx.load(str(path), load_external_data=False)
-    names = {
-        entry.value for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data if entry.key == "location"
-    }
-    return sorted(names)
 
 
 @contextlib.contextmanager

@@ -99,7 +99,8 @@ FOLDER = click.Path(path_type=Path, file_okay=False)
                    "backend skipped.")
 @click.option("--precision", type=click.Choice(list(PRECISION_GRAPHS)), default="fp32", show_default=True,
               help="Image graph or engine precision: fp16 needs image_fp16.onnx or an FP16 TensorRT engine, "
-                   "int8 a calibrated Q/DQ graph, the CPU INT8 graph (ort-cpu) or INT8 IR (openvino).")
+                   "int8 a calibrated Q/DQ graph, the CPU INT8 graph (ort-cpu) or INT8 IR (openvino). "
+                   "Keyframe mode runs its two graphs in this precision (fp16: export with --half) or refuses.")
 @click.option("--ov-device", type=click.Choice(["CPU", "GPU", "NPU", "AUTO"], case_sensitive=False),
               help="openvino backend: the device [default: CPU].")
 @click.option("--ov-precision", type=click.Choice(["default", "f32", "bf16", "f16"]),

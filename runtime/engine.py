@@ -58,8 +58,8 @@ class Engine:
     """A bundle opened for inference. `Engine.open(bundle_dir)`; then `predict(frame, caption=...)`."""
 
     def __init__(self, bundle: Bundle, backend: type, *, precision: str = "fp32",
-                 cache: Optional[CaptionCache] = None):
-        graph = _graph_for(bundle, precision, backend)
+                 cache: Optional[CaptionCache] = None, lazy: bool = False):
+        self._graph = _graph_for(bundle, precision, backend)
         self.bundle = bundle
         self.precision = precision
         self.backend_name = backend.name
@@ -67,22 +67,25 @@ class Engine:
             # Measured on the paper preset (bench/RESULTS.md): FP16 graphs are ~8% slower on the CPU.
             warnings.warn("the FP16 graph is for GPUs: on the CPU it is slower than FP32 (use --precision fp32 or int8)",
                           Tr2mRuntimeWarning, stacklevel=2)
-        self.image: Backend = backend.load(bundle, graph)
+        self._image: Optional[Backend] = None if lazy else backend.load(bundle, self._graph)
         self.preprocessor = Preprocessor.for_bundle(bundle)
         self.text = TextEmbedder(bundle, backend, cache or CaptionCache(bundle.text_encoder_id, bundle.text_dim))
         self.times = StageTimes()
 
     @classmethod
     def open(cls, bundle_dir: str | Path, *, backend: str = "auto", precision: str = "fp32",
-             cache_dir: Optional[str | Path] = None, verify: bool = True, backend_options=None) -> "Engine":
+             cache_dir: Optional[str | Path] = None, verify: bool = True, backend_options=None,
+             lazy: bool = False) -> "Engine":
         """Open a bundle folder; `backend` is auto or a name of `runtime.backends.BACKENDS`;
-        backend_options: settings for the backend that takes them (e.g. `OpenVINOOptions`)."""
+        backend_options: settings for the backend that takes them (e.g. `OpenVINOOptions`);
+        lazy: load the image graph on the first `predict` only (keyframe mode never runs it)."""
         bundle = Bundle.open(bundle_dir, verify=verify)
         cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
         graphs = [_graph_for(bundle, precision)] + (["text"] if bundle.has_graph("text") else [])
         for candidate in backend_candidates(backend, bundle, graphs):
             try:
-                return cls(bundle, with_options(candidate, backend_options), precision=precision, cache=cache)
+                return cls(bundle, with_options(candidate, backend_options), precision=precision, cache=cache,
+                           lazy=lazy)
             except BackendUnavailable as e:  # it passed its checks but could not load (e.g. deserialize)
                 if backend != "auto":
                     raise
@@ -95,13 +98,23 @@ class Engine:
         return self.text.backend
 
     def describe_backend(self) -> Dict[str, str]:
-        """What the image graph runs on (device, inference precision, ...), for run summaries."""
-        return self.image.describe()
+        """What the image graph runs on (device, inference precision, ...), for run summaries; empty
+        when it was never loaded (keyframe mode runs the halves: loading it only to describe it would
+        cost its memory)."""
+        return self._image.describe() if self._image is not None else {}
 
     def close(self) -> None:
         """Release the backends' device memory and streams (GPU backends)."""
-        self.image.close()
+        if self._image is not None:
+            self._image.close()
         self.text.close()
+
+    @property
+    def image(self) -> Backend:
+        """The backend running the image graph of this precision (loaded now if opened lazily)."""
+        if self._image is None:
+            self._image = self.backend_class.load(self.bundle, self._graph)
+        return self._image
 
     @property
     def cache(self) -> CaptionCache:

@@ -42,19 +42,39 @@ from .preprocess import Preprocessor, resize_back
 from .text_embedder import TextEmbedder
 
 HALVES = ("relative", "scale_shift")
+HALF_SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}  # graph name = half + suffix
+
+
+def _half_graph(bundle: Bundle, half: str, precision: str) -> str:
+    """The bundle graph running `half` in `precision`; refuses rather than falling back to FP32."""
+    if precision not in HALF_SUFFIX:
+        raise BundleError(f"unknown precision {precision!r}; choose one of: {', '.join(HALF_SUFFIX)}")
+    graph = half + HALF_SUFFIX[precision]
+    if bundle.has_graph(graph):
+        return graph
+    fixes = {
+        "fp32": "re-export the bundle with --graphs image,relative,scale_shift,text",
+        "fp16": "re-export the bundle with `tr2m-export onnx --half`, or use --precision fp32",
+        "int8": "INT8 calibration quantizes the fused image graph only: use --precision fp32 or fp16 with keyframes",
+    }
+    raise BundleError(f"keyframe mode at {precision} needs the {graph!r} graph, which this bundle lacks: "
+                      f"{fixes[precision]}")
 
 
 class KeyframePredictor:
     """Metric depth on a frame sequence with A and B refreshed every `every` frames.
 
-    source: an open `Engine` (its backend, preprocessing and caption cache are shared) or a
-    bundle folder / `Bundle` (then `backend` and `cache_dir` apply, as in `Engine.open`).
+    source: an open `Engine` (its backend, precision, preprocessing and caption cache are shared;
+    open it with lazy=True so its fused image graph is never loaded) or a bundle folder / `Bundle`
+    (then `backend`, `precision` and `cache_dir` apply, as in `Engine.open`).
     every: K >= 1, frames per keyframe. smoothing: 0 <= s < 1, EMA weight of the previous maps.
+    The halves run in the precision asked for (relative_fp16 and scale_shift_fp16 for fp16); a
+    bundle without them is refused, never run in another precision.
     """
 
     def __init__(self, source: Union[Engine, Bundle, str, Path], *, every: int = 8, smoothing: float = 0.0,
-                 backend: str = "auto", cache_dir: Optional[Union[str, Path]] = None, verify: bool = True,
-                 backend_options=None):
+                 backend: str = "auto", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
+                 verify: bool = True, backend_options=None):
         if int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number of frames >= 1, got {every!r}")
         if not 0.0 <= smoothing < 1.0:
@@ -62,26 +82,24 @@ class KeyframePredictor:
         self.every, self.smoothing = int(every), float(smoothing)
         bundle = source.bundle if isinstance(source, Engine) else (
             source if isinstance(source, Bundle) else Bundle.open(source, verify=verify))
-        for half in HALVES:
-            if not bundle.has_graph(half):
-                raise BundleError(f"keyframe mode needs the {half!r} graph: re-export the bundle with "
-                                  "--graphs image,relative,scale_shift,text")
+        precision = source.precision if isinstance(source, Engine) else precision
+        halves = tuple(_half_graph(bundle, half, precision) for half in HALVES)
         if isinstance(source, Engine):
             backend_cls = source.backend_class  # with its options (e.g. OpenVINO's precision)
-            reason = backend_cls.refusal(bundle, HALVES)  # e.g. TensorRT engines for image and text only
+            reason = backend_cls.refusal(bundle, halves)  # e.g. TensorRT engines for image and text only
             if reason:
                 skipped(backend_cls.name, reason)
-                backend_cls = pick_backend("auto", bundle, HALVES)
+                backend_cls = pick_backend("auto", bundle, halves)
             self.preprocessor, self._embed = source.preprocessor, source.embed
         else:
-            backend_cls = with_options(pick_backend(backend, bundle, HALVES + (("text",) if bundle.has_graph("text")
+            backend_cls = with_options(pick_backend(backend, bundle, halves + (("text",) if bundle.has_graph("text")
                                                                                else ())), backend_options)
             self.preprocessor = Preprocessor.for_bundle(bundle)
             cache = CaptionCache(bundle.text_encoder_id, bundle.text_dim, directory=cache_dir)
             self._embed = TextEmbedder(bundle, backend_cls, cache)
-        self.bundle, self.backend_name = bundle, backend_cls.name
-        self.relative: Backend = backend_cls.load(bundle, "relative")
-        self.scale_shift: Backend = backend_cls.load(bundle, "scale_shift")
+        self.bundle, self.backend_name, self.precision = bundle, backend_cls.name, precision
+        self.relative: Backend = backend_cls.load(bundle, halves[0])
+        self.scale_shift: Backend = backend_cls.load(bundle, halves[1])
         self.times = StageTimes()
         self.reset()
 

@@ -81,8 +81,6 @@ class RunOptions:
             (self.side_by_side and not self.video, "--side-by-side is a video layout: drop --no-video"),
             (self.smooth is not None and not keyframes, "--smooth applies to keyframe mode: add --keyframe-every K"),
             (keyframes and self.batch > 1, "keyframe mode runs one frame at a time: drop --batch"),
-            (keyframes and self.precision != "fp32",
-             "keyframe mode runs the fp32 relative and scale_shift graphs: drop --precision"),
             (self.backend not in ("auto", "openvino") and self.openvino_options() is not None,
              f"--ov-* options apply to the openvino backend, not {self.backend}: drop them or pass --backend openvino"),
             (self.auto_caption and self.captions_file is not None, "give --captions or --auto-caption, not both"),
@@ -110,9 +108,10 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
     def open_engine(self, bundle: Union[str, Path]) -> Engine:
-        """The bundle opened with these options' backend, precision and caption-cache folder."""
+        """The bundle opened with these options' backend, precision and caption-cache folder. In
+        keyframe mode the fused image graph is not loaded: the keyframe predictor runs the halves."""
         return Engine.open(bundle, backend=self.backend, precision=self.precision, cache_dir=self.cache_dir,
-                           backend_options=self.openvino_options())
+                           backend_options=self.openvino_options(), lazy=self.keyframe_every is not None)
 
     def openvino_options(self) -> Optional[OpenVINOOptions]:
         """The --ov-* options as `OpenVINOOptions` (None when none was given: OpenVINO's defaults)."""

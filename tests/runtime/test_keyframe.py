@@ -151,3 +151,36 @@ def test_invalid_settings_and_missing_caption(engine, clip):
 def test_keyframe_mode_never_imports_torch():
     code = "import sys, runtime.keyframe; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_keyframe_mode_runs_the_precision_asked_for(tiny_bundle, engine, clip, tmp_path):
+    """--precision fp16 with keyframes runs the FP16 halves (it used to run FP32 silently)."""
+    fp16 = Engine.open(tiny_bundle.bundle, backend="ort-cpu", precision="fp16", cache_dir=tmp_path / "c", lazy=True)
+    kf = KeyframePredictor(fp16, every=1)
+    assert kf.precision == "fp16"
+    for frame in clip[:2]:
+        depth = kf.predict(frame, caption="an office")
+        assert not np.array_equal(depth, engine.predict(frame, caption="an office"))  # not the FP32 halves
+        fused = fp16.predict(frame, caption="an office")
+        # the same FP16 layers as the fused FP16 graph, converted on their own: FP16-close, not identical
+        assert np.median(np.abs(depth - fused) / fused) <= 5e-3
+
+
+def test_keyframe_mode_opens_only_the_graphs_it_runs(tiny_bundle, clip, tmp_path):
+    lazy = Engine.open(tiny_bundle.bundle, backend="ort-cpu", cache_dir=tmp_path / "c", lazy=True)
+    kf = KeyframePredictor(lazy, every=2)
+    for frame in clip[:3]:
+        kf.predict(frame, caption="an office")
+    assert lazy._image is None  # the fused graph (as large as both halves) was never loaded
+
+
+def test_keyframe_refuses_a_precision_the_bundle_lacks(tiny_bundle, tmp_path):
+    from runtime.bundle import Bundle
+    from runtime.errors import BundleError
+
+    with pytest.raises(BundleError, match="needs the 'relative_int8' graph.*INT8 calibration"):
+        KeyframePredictor(tiny_bundle.bundle, precision="int8", backend="ort-cpu", cache_dir=tmp_path / "c")
+    bundle = Bundle.open(tiny_bundle.bundle)  # a bundle exported before the FP16 halves existed
+    bundle.manifest["graphs"] = {k: v for k, v in bundle.manifest["graphs"].items() if not k.endswith("_fp16")}
+    with pytest.raises(BundleError, match=r"relative_fp16.*tr2m-export onnx --half"):
+        KeyframePredictor(bundle, precision="fp16", backend="ort-cpu", cache_dir=tmp_path / "c")
