@@ -9,7 +9,6 @@ sha256 was verified.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -22,12 +21,29 @@ from .batching import BatchLimits, run_in_chunks
 from .cuda import checked, cuda_problem, import_cudart, native_handle
 
 
+def _import_tensorrt():
+    import tensorrt
+
+    return tensorrt
+
+
+def _import_tensorrt_rtx():
+    import tensorrt_rtx
+
+    return tensorrt_rtx
+
+
+# One fixed importer per module name of FLAVOUR_IDS: the runtime never imports a module by a name
+# computed at run time (a bundle's files could otherwise choose what runs).
+_IMPORTERS = {"tensorrt": _import_tensorrt, "tensorrt_rtx": _import_tensorrt_rtx}
+
+
 def installed_tensorrt() -> Dict[str, object]:
     """Every importable TensorRT flavour: {"tensorrt10": module, "rtx": module, ...}."""
     found = {}
     for module_name in dict.fromkeys(f.module for f in FLAVOUR_IDS.values()):
         try:
-            module = importlib.import_module(module_name)
+            module = _IMPORTERS[module_name]()
             found[flavour_for_module(module_name, module.__version__)] = module
         except (ImportError, EngineError):  # absent, or a TensorRT major we do not support
             continue

@@ -2,18 +2,17 @@
 Ctrl-C. Their modules (and Ray) load only when the command runs."""
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 
-def _run(module: str, prog: str, argv: Optional[Sequence[str]]) -> int:
+def _run(load_command: Callable[[], object], prog: str, argv: Optional[Sequence[str]]) -> int:
     import click
 
     from ..errors import Tr2mRuntimeError
 
     try:
-        command = importlib.import_module(module, __package__).command
+        command = load_command()
         code = command.main(args=list(argv) if argv is not None else None, prog_name=prog, standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         print("interrupted", file=sys.stderr)
@@ -27,9 +26,21 @@ def _run(module: str, prog: str, argv: Optional[Sequence[str]]) -> int:
     return code if isinstance(code, int) else 0
 
 
+def _serve_command():
+    from .serve_cli import command
+
+    return command
+
+
+def _batch_command():
+    from .batch_cli import command
+
+    return command
+
+
 def serve_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _run(".serve_cli", "tr2m-serve", argv)
+    return _run(_serve_command, "tr2m-serve", argv)
 
 
 def batch_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _run(".batch_cli", "tr2m-batch", argv)
+    return _run(_batch_command, "tr2m-batch", argv)

@@ -274,9 +274,13 @@ def _select(bundle: Path, gpu: str, *, verify: bool = True):
     import tensorrt_rtx
 
     from runtime.bundle import Bundle
-    from runtime.trt_sidecar import select_engine
+    from runtime.trt_sidecar import load_engine_bytes, select_engine
 
-    return select_engine(Bundle.open(bundle, verify=verify), "image", trt_module=tensorrt_rtx, gpu_cc=gpu)
+    # What the TensorRT backend does: choose by sidecar, then read the bytes it deserializes (checked).
+    versions = {"rtx": tensorrt_rtx.__version__}
+    choice = select_engine(Bundle.open(bundle, verify=verify), "image", versions=versions, gpu_cc=gpu)
+    load_engine_bytes(choice.sidecar, gpu_cc=gpu, trt_version=tensorrt_rtx.__version__, flavour=choice.flavour)
+    return choice.engine
 
 
 def _engine_api(mutate, pattern: str, *, gpu: str = "sm86", verify: bool = True):
@@ -329,7 +333,7 @@ def engine_backend_here(ctx: Context) -> Result:
     seen = ctx.run(frame_image(ctx), "--backend", "tensorrt", bundle=_engine_bundle(ctx))
     if seen.code == 0:
         return worked("this machine runs the sm86 engine")
-    return seen.error(r"cannot run here|fits this machine|needs a CUDA GPU")
+    return seen.error(r"cannot run (this bundle )?here|fits this machine|needs a CUDA GPU|CUDA cannot start")
 
 
 def engine_sidecar_escape(ctx: Context) -> Result:
