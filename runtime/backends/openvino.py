@@ -152,14 +152,14 @@ class OpenVINOBackend(Backend):
         get = self.compiled.get_property
         devices = get("EXECUTION_DEVICES")
         try:
-            precision = _precision_name(get("INFERENCE_PRECISION_HINT"))
+            precision = precision_name(get("INFERENCE_PRECISION_HINT"))
         except RuntimeError:  # AUTO and some plugins do not report it
             precision = self.options.inference_precision
         return {"device": ",".join(devices) if isinstance(devices, (list, tuple)) else str(devices),
                 "inference_precision": precision, "performance_hint": str(get("PERFORMANCE_HINT")).split(".")[-1]}
 
 
-def _precision_name(value) -> str:
+def precision_name(value) -> str:
     """OpenVINO element type -> short name: <Type: 'float32'> -> f32, bfloat16 -> bf16."""
     name = getattr(value, "get_type_name", lambda: str(value))()
     return {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "f32": "f32", "bf16": "bf16",
