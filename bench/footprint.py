@@ -59,7 +59,7 @@ def disk_bytes(bundle_dir: Path) -> Dict[str, float]:
     """Bundle bytes, the bytes of its FP32 graphs (files counted once), and the unique FP32 weights."""
     import onnx
 
-    from export.weights import MIN_BYTES, external_files, tensor_bytes
+    from export.weights import MIN_BYTES, external_files, graph_bytes, tensor_bytes
     from runtime.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir, verify=False)
@@ -72,8 +72,7 @@ def disk_bytes(bundle_dir: Path) -> Dict[str, float]:
             if len(data) >= MIN_BYTES:
                 unique[hashlib.sha256(data).hexdigest()] = len(data)
     total = sum(p.stat().st_size for p in Path(bundle_dir).rglob("*") if p.is_file())
-    image = sum((bundle.directory / f).stat().st_size for f in [bundle.graph("image").file,
-                                                                *external_files(bundle.graph_path("image"))])
+    image = graph_bytes(bundle.graph_path("image"))  # its file + the bytes it reads from the weight file
     return {"bundle": total, "fp32_graphs": sum((bundle.directory / f).stat().st_size for f in files),
             "unique_fp32": sum(unique.values()), "image_graph": image}
 
