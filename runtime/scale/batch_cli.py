@@ -71,6 +71,9 @@ def command(sources, bundle, out, caption, captions_map, workers, cpus_per_worke
     bundle once. Captions per video: --captions-map, else NAME.srt / NAME.json beside the video,
     else --caption. Folders already complete (every file checked against its complete.json) are
     skipped, so running the same command again finishes what is missing.
+
+    Exit codes: 0 every video done (or already complete); 1 some videos failed (see the table
+    and batch.json); 2 bad options or bundle; 130 interrupted (only complete folders are left).
     """
     require("ray", "ray.data")
     options = RunOptions.from_params({**run_params, "caption": caption})

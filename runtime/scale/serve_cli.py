@@ -13,8 +13,12 @@ import socket
 import threading
 import click
 
+from ..cli import command as run_command
 from .cluster import ClusterOptions, RayCluster, require
 from .depth_api import Limits
+
+# tr2m-run's --backend as it is (choices and help), so the two commands never list different backends.
+BACKEND = next(p for p in run_command.params if p.name == "backend")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,7 +32,6 @@ from .depth_api import Limits
               help="Largest dynamic batch; 1 turns batching off.")
 @click.option("--batch-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0),
               help="How long a request waits for others to join its batch.")
-@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, ort-cuda, ort-trt or tensorrt.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
 @click.option("--cache-dir", type=click.Path(), default=None,
               help="Caption-embedding cache folder shared by the replicas (default: the user cache).")
@@ -44,6 +47,9 @@ def command(**o) -> int:
 
     The page at http://HOST:PORT/ lets a person try it in a browser. Endpoints: POST /depth
     (?caption=...&format=png16|npy|json, or header X-Text-Embedding), GET /healthz, /readyz, /info.
+
+    Runs until Ctrl-C or SIGTERM, then drains the requests in flight. Exit codes: 0 stopped;
+    2 bad options, bundle or port.
     """
     from ..bundle import Bundle
 
@@ -67,6 +73,9 @@ def command(**o) -> int:
         finally:
             serve.shutdown()  # drains replicas: requests in flight still get their answer
     return 0
+
+
+command.params.insert(next(i for i, p in enumerate(command.params) if p.name == "precision"), BACKEND)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -151,6 +151,7 @@ def test_unreachable_service_is_one_line():
 @pytest.mark.parametrize("prelude, args, words", [
     ("sys.modules['ray'] = None", ["--bundle", "."], 'pip install "tr2m[ray]"'),
     ("", ["--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
+    ("", ["--bundle", ".", "--backend", "openvno"], "'openvino'"),  # tr2m-run's backends, refused before Ray starts
 ])
 def test_command_errors_are_one_line_exit_2(prelude, args, words):
     code = f"import sys; {prelude}\n" + SERVE
