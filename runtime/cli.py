@@ -252,8 +252,9 @@ def _log_start(log, job: SourceRun) -> None:
     manifest = engine.bundle.manifest
     every = job.options.keyframe_every
     mode = f", keyframe every {every}" if every else ""
+    # HxW like --size, the presets and `tr2m-export info` (the source's size above is a video's WxH)
     log(f"bundle: {engine.bundle.directory} (preset {manifest.get('preset', '?')}, model input "
-        f"{engine.input_size[1]}x{engine.input_size[0]}), backend {backend_label(engine)}, {engine.precision}{mode}")
+        f"{engine.input_size[0]}x{engine.input_size[1]} HxW), backend {backend_label(engine)}, {engine.precision}{mode}")
     span = outputs.range_m
     colours = "auto from the first frame" if span is None else f"{span[0]:g}-{span[1]:g} m"
     log(f"outputs: {outputs.folder}/ ({', '.join(outputs.selected())}); colour range {colours}, fixed")

@@ -243,6 +243,7 @@ def test_demo_runs_offline_on_its_generated_video(bundle, tmp_path, monkeypatch,
     assert tr2m_run("--bundle", bundle, "--max-frames", 6, "--cache-dir", tmp_path / "cache") == 0
     captured = capsys.readouterr()
     assert captured.err.count("UNTRAINED bundle") == 2  # at the start and at the end
+    assert "(video, 640x360, 9 frames" in captured.err and "model input 56x70 HxW)" in captured.err  # as --size
     info = summary(tmp_path / "tr2m-out" / "demo")
     assert info["frames"] == 6 and info["untrained"] and info["caption_cache"]["misses"] == 1
     video = next((tmp_path / "xdg" / "tr2m" / "demo").glob("*/corridor.mp4"))
