@@ -43,6 +43,12 @@ def main():
     \b
     tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --out bundles/paper
     tr2m-export trt --bundle bundles/paper --fp16
+    tr2m-export openvino --bundle bundles/paper
+    tr2m-export cpu-int8 --bundle bundles/paper
+    tr2m-export info bundles/paper
+
+    Exit codes: 0 done; 1 (info) a file does not match the manifest's checksum; 2 bad input or a
+    refused result (one `error:` line, nothing written); 130 interrupted (nothing written).
     """
 
 

@@ -45,3 +45,17 @@ def test_declared_package_data_exists():
     missing = [f"{package}: {pattern}" for package, patterns in declared.items() for pattern in patterns.split()
                if not list((ROOT / package.replace(".", "/")).glob(pattern))]
     assert not missing, f"setup.cfg declares package data that does not exist: {missing}"
+
+
+def _readme_block(heading: str) -> str:
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split(f"## {heading}\n", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_setup_and_test_commands_are_what_ci_runs():
+    """CI installs exactly as the README says: each README command is a line of .ci/run."""
+    ci_lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()}
+    setup = [part.strip() for part in _readme_block("Set up").strip().split("&&")]
+    tests = [_readme_block("Run the tests").strip()]
+    missing = [command for command in setup + tests if command not in ci_lines]
+    assert not missing, f"README commands .ci/run does not run: {missing}"

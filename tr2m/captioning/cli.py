@@ -89,7 +89,11 @@ def model_options(f):
 def command() -> None:
     """Scene captions in TR2M's format, from a vision-language model (descriptions) and a panoptic
     segmentation model (object lists). Caption style is part of TR2M's input distribution: the
-    released weights saw LLaVA v1.6 sentences, which the default model reproduces best."""
+    released weights saw LLaVA v1.6 sentences, which the default model reproduces best.
+
+    Exit codes: 0 done; 2 bad input (one `error:` line); 130 interrupted (files already written
+    are whole and a rerun resumes after them).
+    """
 
 
 @command.command()
