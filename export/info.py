@@ -24,6 +24,7 @@ class GraphInfo:
     precision: str
     graph_bytes: int
     weights: Dict[str, int]  # external file -> bytes this graph reads from it
+    damaged: bool = False  # the graph file does not parse (its checksum line says MISMATCH)
 
 
 @dataclass
@@ -52,8 +53,8 @@ def inspect_bundle(directory: Path) -> BundleInfo:
     info = BundleInfo(directory=Path(directory), manifest=bundle.manifest)
     for name, spec in sorted(bundle.manifest["graphs"].items()):
         path = bundle.resolve(spec["file"])
-        weights = referenced_bytes(onnx.load(str(path), load_external_data=False)) if path.is_file() else {}
-        info.graphs.append(GraphInfo(name, spec["file"], spec["precision"], _size(path), weights))
+        weights, damaged = _graph_weights(path)
+        info.graphs.append(GraphInfo(name, spec["file"], spec["precision"], _size(path), weights, damaged))
     for name, expected in sorted(bundle.manifest["files"].items()):
         path = bundle.resolve(name)
         info.checks[name] = "missing" if not path.is_file() else "ok" if sha256_file(path) == expected else "MISMATCH"
@@ -62,6 +63,17 @@ def inspect_bundle(directory: Path) -> BundleInfo:
         info.checks[entry["file"]] = ("missing" if not path.is_file()
                                       else "ok" if sha256_file(path) == entry.get("engine_sha256") else "MISMATCH")
     return info
+
+
+def _graph_weights(path: Path) -> Tuple[Dict[str, int], bool]:
+    """The weight bytes a graph reads, and whether its file is damaged: a damaged file is what
+    this command exists to report, so it is listed, never raised."""
+    if not path.is_file():
+        return {}, False
+    try:
+        return referenced_bytes(onnx.load(str(path), load_external_data=False)), False
+    except Exception:  # protobuf's DecodeError and friends: any unparsable file is "damaged"
+        return {}, True
 
 
 def _size(path: Path) -> int:
@@ -77,6 +89,7 @@ def format_info(info: BundleInfo) -> str:
              "", "graphs (bytes read when loaded: graph file + weights):"]
     for g in info.graphs:
         where = ", ".join(f"{n} {_mb(b)}" for n, b in sorted(g.weights.items())) or "inside the graph file"
+        where = "unknown: the graph file cannot be read (damaged)" if g.damaged else where
         lines.append(f"  {g.name:<18} {g.precision:<5} {g.file:<24} {_mb(g.graph_bytes + sum(g.weights.values())):>10}"
                      f"   weights: {where}")
     lines += ["", "weight files (each tensor stored once, shared by the graphs listed):"]

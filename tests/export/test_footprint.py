@@ -123,3 +123,8 @@ def test_info_lists_graphs_shared_weights_and_checksums(tiny_bundle, old_bundle,
     bad = runner.invoke(export_main, ["info", str(copy)])
     assert bad.exit_code == 1 and f"{weight_file('fp32')} MISMATCH" in bad.output
     assert "Traceback" not in bad.output
+    with open(copy / "scale_shift.onnx", "ab") as f:  # a graph cut or grown in transfer no longer parses
+        f.write(b"x")
+    damaged = runner.invoke(export_main, ["info", str(copy)])
+    assert damaged.exit_code == 1 and not isinstance(damaged.exception, Exception)  # SystemExit(1), not a crash
+    assert "scale_shift.onnx MISMATCH" in damaged.output and "cannot be read (damaged)" in damaged.output
