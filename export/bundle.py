@@ -100,10 +100,11 @@ def _export_into(directory: Path, options: ExportOptions, log) -> ExportReport:
     later graph needs them, the torch model before any ONNX Runtime session opens, and each
     graph's weights go to disk as the exporter hands them over (see onnx_export.export_onnx)."""
     names = _graph_order(options)
+    frames = read_frames(options.parity_frames)  # a bad frame fails before any model is built
     model = _build_model(options)
     config, text = model.config, _text_identity(model, options)
     log(f"expected peak memory: about {expected_peak_bytes(model, names, options.half) / 1e9:.1f} GB")
-    feeds = _parity_feeds(model, read_frames(options.parity_frames))
+    feeds = _parity_feeds(model, frames)
     store = WeightStore(directory / weight_file("fp32"))
     graphs, references = {}, {}
     for name in names:

@@ -249,10 +249,22 @@ def ctrl_c_before_first_frame(ctx: Context) -> Result:
     return worked(f"exit 130, {_last(seen.err)}; no output folder left")
 
 
+def _wait_until_mapped(proc: subprocess.Popen, library: str, timeout: float = 60.0) -> None:
+    """Block until `proc` has loaded a shared library whose path contains `library`."""
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + timeout
+    while library not in maps.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Crash(f"the CLI never loaded {library} (exit {proc.returncode})")
+        time.sleep(0.002)
+
+
 def ctrl_c_during_imports(ctx: Context) -> Result:
-    """SIGINT while the interpreter is still importing the CLI's modules (first ~0.5 s)."""
-    delay = random.Random(4).uniform(0.05, 0.15)
+    """SIGINT while the interpreter is still importing the CLI's modules. Waiting for numpy's
+    extension to load puts the signal inside the CLI's imports whatever the machine's speed (a
+    fixed delay landed in the interpreter's own start-up on a loaded box, before any tr2m code)."""
+    delay = random.Random(4).uniform(0.0, 0.05)
     proc = _spawn(ctx, frame_image(ctx), ctx.out, ctx.cache, "--caption", "a room")
+    _wait_until_mapped(proc, "_multiarray_umath")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
