@@ -318,7 +318,7 @@ def _foreign_engines(checks: Checks, bundle: Path) -> None:
     except ImportError:
         build_bundle_engines(bundle, graphs=("image", "text"), echo=checks.info)
         _relabel(bundle, "sm89" if here != "sm89" else "sm86")
-        checks.info(f"foreign engines: this TensorRT's engines with their sidecars marked for another GPU")
+        checks.info("foreign engines: this TensorRT's engines with their sidecars marked for another GPU")
 
 
 def _relabel(bundle: Path, target: str) -> None:

@@ -20,7 +20,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from ..errors import Tr2mRuntimeError
 from ..run_options import RunOptions

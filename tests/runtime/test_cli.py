@@ -18,7 +18,6 @@ import pytest
 
 from runtime import demo
 from runtime.cli import main
-from runtime.engine import Engine
 from runtime.errors import BundleError
 from runtime.text_embedder import TextEmbedder
 from tests.runtime.fixtures_io import BEDROOM, COFFEE, NYU_RGB, REPO, ROLLERCOASTER, count_video_frames, require
