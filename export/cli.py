@@ -2,6 +2,7 @@
 
 \b
 tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --half --out bundles/paper
+tr2m-export onnx --ckpt weights/da_s_vitl_vitl.pth --out bundles/cpu --openvino --cpu-int8   # CPU edge box
 tr2m-export trt --bundle bundles/paper --fp16                     # TensorRT on this GPU
 tr2m-export trt --bundle bundles/paper --fp16 --flavour rtx --target sm86   # ahead of time, no GPU needed
 tr2m-export trt --bundle bundles/paper --int8 --calib clips/office.mp4 --calib-eval data/nyu/rgb
@@ -20,7 +21,7 @@ from pathlib import Path
 import click
 
 from .calibration import CalibrationRequest, find_calibrator
-from .errors import run_cli
+from .errors import known_errors, run_cli
 from .trt.flavours import CHOICES
 
 
@@ -66,27 +67,84 @@ def main():
 @click.option("--parity-frame", "parity_frames", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Real images for the parity check (repeatable; default: seeded noise).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --random-init weights.")
+@click.option("--openvino", "with_openvino", is_flag=True,
+              help="Then convert the graphs to OpenVINO IR, as `tr2m-export openvino` does with its defaults.")
+@click.option("--cpu-int8", "with_cpu_int8", is_flag=True,
+              help="Then add the ONNX Runtime CPU INT8 image graph, as `tr2m-export cpu-int8` does.")
 def onnx_command(ckpt, preset, size, out, relative_source, image_source, text_source, random_init, half, graphs,
-                 parity_frames, force, seed):
+                 parity_frames, force, seed, with_openvino, with_cpu_int8):
     """Write the fused image graph, the keyframe halves, the text graph, the tokenizer and a
     manifest, then check every graph against PyTorch; on failure nothing is left on disk.
 
     The graphs share one weight file per precision (weights.fp32.data, weights.fp16.data), so each
     weight is stored once; graphs are exported one at a time and the expected peak memory is
-    printed first."""
+    printed first.
+
+    --openvino and --cpu-int8 then run the `openvino` and `cpu-int8` commands on the new bundle;
+    if one of them fails, the bundle stays (written and verified) and the error names the command
+    to run again."""
     from .bundle import ExportOptions, export_bundle
     from .parity import stats_table
 
+    names = tuple(g.strip() for g in graphs.split(",") if g.strip())
+    if with_cpu_int8 and "image" not in names:
+        raise click.UsageError("--cpu-int8 quantizes the image graph: include image in --graphs")
+    if with_openvino:
+        from .openvino_ir import openvino_module
+
+        run_cli(openvino_module)  # a missing package is one line now, not after a long export
     options = ExportOptions(
         out=out, preset=preset, checkpoint=ckpt, input_size=size, random_init=random_init, half=half,
-        graphs=tuple(g.strip() for g in graphs.split(",") if g.strip()), relative_source=relative_source,
-        image_source=image_source, text_source=text_source, parity_frames=parity_frames, force=force, seed=seed,
+        graphs=names, relative_source=relative_source, image_source=image_source, text_source=text_source,
+        parity_frames=parity_frames, force=force, seed=seed,
     )
     if ckpt is None and not random_init:
         click.echo("warning: no --ckpt given: the head is untrained (random); the bundle is marked untrained", err=True)
-    report = run_cli(lambda: export_bundle(options, log=lambda m: click.echo(m, err=True)))
+    report = run_cli(lambda: export_bundle(options, log=_echo))
     click.echo(stats_table(report.parity))
     click.echo(f"bundle written to {report.bundle} ({sum(report.files.values()) / 1e6:.1f} MB)")
+    for command, step in _follow_ups(report.bundle, names, parity_frames, with_openvino, with_cpu_int8):
+        click.echo(run_cli(lambda: _follow_up(command, step, report.bundle)))
+
+
+def _follow_ups(bundle_dir, names, parity_frames, with_openvino, with_cpu_int8):
+    """(command, action) for each step asked of `tr2m-export onnx` after the bundle is written."""
+    from .parity import read_frames
+
+    if with_openvino:
+        def convert():
+            from .openvino_ir import DEFAULT_GRAPHS, IROptions, export_openvino
+
+            options = IROptions(graphs=tuple(g for g in DEFAULT_GRAPHS if g in names))
+            results = export_openvino(bundle_dir, options, read_frames(parity_frames), log=_echo)
+            return _ir_lines(bundle_dir, results)
+        yield "openvino", convert
+    if with_cpu_int8:
+        def quantize():
+            from .cpu_int8 import add_cpu_int8
+
+            return str(add_cpu_int8(bundle_dir, read_frames(parity_frames), log=_echo))
+        yield "cpu-int8", quantize
+
+
+def _follow_up(command: str, step, bundle_dir):
+    from .bundle import ExportError
+
+    try:
+        return step()
+    except known_errors() as e:
+        raise ExportError(f"the bundle {bundle_dir} is written and verified, but `tr2m-export {command}` failed: "
+                          f"{' '.join(str(e).split())}; run `tr2m-export {command} --bundle {bundle_dir}` "
+                          "once that is fixed") from e
+
+
+def _ir_lines(bundle_dir, results) -> str:
+    return "\n".join(f"{bundle_dir / r.entry['xml']} ({r.entry['precision']}, {r.entry['weights']} weights)"
+                     for r in results)
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @main.command("trt")
@@ -137,12 +195,11 @@ def trt(bundle_dir, fp16, int8, calib_sources, calib_captions, calib_size, calib
 def _run(bundle_dir, precision, calibration, graphs, flavour, target, batch, workspace, timing_cache):
     from .trt import BatchRange, build_bundle_engines
 
-    echo = lambda m: click.echo(m, err=True)  # noqa: E731
     if calibration is not None:
-        find_calibrator()(calibration, echo)  # calib/ writes image_int8 through the hook
+        find_calibrator()(calibration, _echo)  # calib/ writes image_int8 through the hook
     results = build_bundle_engines(
         bundle_dir, graphs=graphs, precision=precision, flavour=flavour, target=target, batch=BatchRange(*batch),
-        workspace=workspace * (1 << 20) if workspace else None, timing_cache=timing_cache, echo=echo)
+        workspace=workspace * (1 << 20) if workspace else None, timing_cache=timing_cache, echo=_echo)
     for result in results:
         click.echo(f"{result.engine_path}")
 
@@ -203,21 +260,19 @@ def openvino(bundle_dir, graphs, weights, parity_frames, int8, calib_sources, ca
         bundle=bundle_dir, sources=calib_sources, captions=calib_captions, size=calib_size, every=calib_every,
         seed=calib_seed, eval_sources=eval_sources) if int8 else None
     results = run_cli(lambda: _openvino(bundle_dir, options, parity_frames, calibration, quant))
-    for result in results:
-        click.echo(f"{bundle_dir / result.entry['xml']} ({result.entry['precision']}, {result.entry['weights']} weights)")
+    click.echo(_ir_lines(bundle_dir, results))
 
 
 def _openvino(bundle_dir, options, parity_frames, calibration, quant):
     from .openvino_ir import OV_INT8, export_openvino
     from .parity import read_frames
 
-    echo = lambda m: click.echo(m, err=True)  # noqa: E731
     after = None
     if calibration is not None:
         quantize = find_calibrator(OV_INT8)  # calib/, through the hook (a missing calib: one error line)
         after = lambda bundle, staging, results: [quantize(  # noqa: E731
-            calibration, echo, staging=staging, fp32=next(r for r in results if r.name == "image"), options=quant)]
-    return export_openvino(bundle_dir, options, read_frames(parity_frames), log=echo, after=after)
+            calibration, _echo, staging=staging, fp32=next(r for r in results if r.name == "image"), options=quant)]
+    return export_openvino(bundle_dir, options, read_frames(parity_frames), log=_echo, after=after)
 
 
 @main.command("cpu-int8")
@@ -236,7 +291,7 @@ def cpu_int8_command(bundle_dir, parity_frames, per_tensor, max_error):
     from .parity import read_frames
 
     path = run_cli(lambda: add_cpu_int8(bundle_dir, read_frames(parity_frames), per_channel=not per_tensor,
-                                        max_error=max_error, log=lambda m: click.echo(m, err=True)))
+                                        max_error=max_error, log=_echo))
     click.echo(str(path))
 
 

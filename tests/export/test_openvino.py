@@ -233,3 +233,39 @@ def test_cli_export_then_run_on_a_shared_video(tiny_bundle, tmp_path, shared_dat
     assert any((tmp_path / "ovcache").iterdir())  # the compiled model was cached for the next start
     wrong = [args[0], "--bundle", str(bundle), "--backend", "ort-cpu", "--ov-precision", "f32", "--out", str(out)]
     assert run_main(wrong) == 2  # --ov-* with another backend: a one-line usage error
+
+
+def _export_tiny(out: Path, shared_data, *args: str):
+    from click.testing import CliRunner
+
+    from export.cli import main as export_main
+
+    frame = shared_data / "metric3d_nyu" / "rgb" / "rgb_00000.jpg"
+    return CliRunner().invoke(export_main, ["onnx", "--preset", "tiny", "--random-init", "--graphs", "image,text",
+                                            "--out", str(out), "--parity-frame", str(frame), *args])
+
+
+def test_onnx_export_makes_ir_and_cpu_int8_in_one_command(tmp_path, shared_data):
+    # seed 2: this tiny random model's CPU INT8 error is 1.7e-2, inside the 3e-2 gate
+    result = _export_tiny(tmp_path / "b", shared_data, "--seed", "2", "--openvino", "--cpu-int8")
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.open(tmp_path / "b")  # every checksum, the IR's included
+    assert set(bundle.manifest["openvino"]["graphs"]) == {"image", "text"}
+    assert "image_int8_cpu" in bundle.manifest["graphs"]
+    assert Engine.open(tmp_path / "b", backend="openvino").backend_name == "openvino"
+
+
+def test_a_failed_follow_up_keeps_the_verified_bundle_and_names_the_command(tmp_path, shared_data):
+    # seed 1: this tiny random model's CPU INT8 error is 7.5e-2, past the 3e-2 gate
+    result = _export_tiny(tmp_path / "b", shared_data, "--seed", "1", "--cpu-int8")
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "is written and verified" in error[0]
+    assert f"run `tr2m-export cpu-int8 --bundle {tmp_path / 'b'}`" in error[0]
+    assert "image_int8_cpu" not in Bundle.open(tmp_path / "b").manifest["graphs"]
+
+
+def test_cpu_int8_without_the_image_graph_is_refused_before_exporting(tmp_path, shared_data):
+    result = _export_tiny(tmp_path / "b", shared_data, "--graphs", "text", "--cpu-int8")
+    assert result.exit_code == 2 and "include image in --graphs" in result.output
+    assert not (tmp_path / "b").exists()
