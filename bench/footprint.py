@@ -6,8 +6,10 @@ shared weight files; writes the "Footprint" section of bench/RESULTS.md.
 
 "Before" is the same bundle in the layout earlier exports wrote (every graph carrying its own
 weights; `inline_copy`), run the way tr2m-run ran it then (keyframe mode also loaded the fused
-graph); "after" is the bundle as exported now (one weight file per precision; keyframe mode
-opens the halves only). Every run is a fresh process: peak RSS is its ru_maxrss (os.wait4);
+graph, the text graph stayed loaded next to the image graph, ONNX Runtime's memory pattern was
+on); "after" is the bundle as exported now (one weight file per precision) run as tr2m-run runs
+it now (keyframe mode opens the halves only; captions embedded up front, then the text graph is
+released; no memory pattern on the CPU). Every run is a fresh process: peak RSS is its ru_maxrss (os.wait4);
 latency is the median per-frame time, before and after called in turn (ABAB) over `rounds`.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ BEGIN = "<!-- tr2m-footprint: begin (generated) -->"
 END = "<!-- tr2m-footprint: end -->"
 MODES = ("open", "frame", "keyframe", "halves")  # halves: both halves on every frame (K=1), "after" only
 GB = 1e9
+CAPTION = "an office"
 
 
 # --- bytes on disk ---------------------------------------------------------------------------
@@ -78,32 +81,40 @@ def disk_bytes(bundle_dir: Path) -> Dict[str, float]:
 
 
 # --- peak memory and latency, one fresh process per run -------------------------------------
-def worker(mode: str, bundle: str, frames: List[str], every: int, eager: bool) -> Dict:
-    """Run in a fresh interpreter: open the bundle as tr2m-run does for `mode`, predict `frames`."""
+def worker(mode: str, bundle: str, frames: List[str], every: int, before: bool) -> Dict:
+    """Run in a fresh interpreter: open the bundle as tr2m-run does for `mode`, predict `frames`.
+    before: as tr2m-run did before this work: keyframe mode loads the fused graph too, the caption
+    is embedded at the first frame (text and image graphs held together), and ONNX Runtime keeps its
+    memory pattern on the CPU."""
     from runtime import Engine
+    from runtime.backends.ort import OrtCpu
     from runtime.keyframe import KeyframePredictor
     from runtime.sources import read_image
 
     images = [read_image(f) for f in frames]
+    if before:
+        OrtCpu.memory_pattern = True  # earlier releases' setting; this worker process only
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
-        lazy = mode in ("keyframe", "halves") and not eager
+        lazy = mode in ("keyframe", "halves") and not before
         engine = Engine.open(bundle, backend="ort-cpu", cache_dir=cache, lazy=lazy)
         predictor = {"keyframe": lambda: KeyframePredictor(engine, every=every),
                      "halves": lambda: KeyframePredictor(engine, every=1)}.get(mode, lambda: engine)()
+        if not before:
+            engine.prefetch([CAPTION])  # as tr2m-run: captions embedded up front, text graph released
         opened = time.perf_counter() - started
         ms = []
         for image in images if mode != "open" else []:
             started = time.perf_counter()
-            predictor.predict(image, caption="an office")
+            predictor.predict(image, caption=CAPTION)
             ms.append((time.perf_counter() - started) * 1e3)
     return {"open_s": opened, "ms": ms}
 
 
-def measure(mode: str, bundle: Path, frames: List[str], every: int, eager: bool) -> Dict:
+def measure(mode: str, bundle: Path, frames: List[str], every: int, before: bool) -> Dict:
     """One worker process: its result plus its peak RSS in bytes."""
     command = [sys.executable, "-m", "bench.footprint", "worker", mode, str(bundle), "--every", str(every),
-               *(["--eager"] if eager else []), *frames]
+               *(["--before"] if before else []), *frames]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
     out = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -135,7 +146,7 @@ def run_all(layouts: Dict[str, Path], frames: List[str], every: int, rounds: int
                 if mode == "halves" and layout == "before":
                     continue
                 log(f"round {round_ + 1}/{rounds}: {mode} ({layout}) ...")
-                runs.add(layout, mode, measure(mode, bundle, frames, every, eager=layout == "before"))
+                runs.add(layout, mode, measure(mode, bundle, frames, every, before=layout == "before"))
     return runs
 
 
@@ -252,9 +263,9 @@ def main(ctx, bundle, n_frames, rounds, every, export_log, out):
 @click.argument("bundle")
 @click.argument("frames", nargs=-1)
 @click.option("--every", default=8)
-@click.option("--eager", is_flag=True)
-def worker_command(mode, bundle, frames, every, eager):
-    click.echo(json.dumps(worker(mode, bundle, list(frames), every, eager)))
+@click.option("--before", is_flag=True)
+def worker_command(mode, bundle, frames, every, before):
+    click.echo(json.dumps(worker(mode, bundle, list(frames), every, before)))
 
 
 if __name__ == "__main__":

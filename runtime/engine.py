@@ -137,6 +137,14 @@ class Engine:
         self.times.add("text", started)
         return embeddings
 
+    def prefetch(self, captions: Sequence[str]) -> None:
+        """Embed ``captions`` now (into the caption cache) and release the text graph: a run whose
+        captions are all known up front then holds only the image graph while it predicts (the
+        text graph reloads if an unknown caption comes)."""
+        if captions:
+            self.embed(list(captions))
+        self.text.close()
+
     # --- frames -> depth --------------------------------------------------------------------
     def predict(self, frame: np.ndarray, caption: Optional[str] = None, *, text_emb: Optional[np.ndarray] = None,
                 return_maps: bool = False):

@@ -45,7 +45,7 @@ class RunReport:
     outputs: Dict[str, Path] = field(default_factory=dict)
     range_m: Optional[Tuple[float, float]] = None
     keyframes: Optional[int] = None  # keyframe mode: frames whose scale/shift maps were computed
-    caption_cache: Dict[str, int] = field(default_factory=dict)  # this run's hits and misses (SourceRun)
+    caption_cache: Dict[str, int] = field(default_factory=dict)  # hits: frames served from the cache; misses: captions embedded (SourceRun)
     skipped: List[Skipped] = field(default_factory=list)  # inputs the source left out, in order
 
     @property

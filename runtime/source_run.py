@@ -85,7 +85,9 @@ class SourceRun:
         if not self._prepared:
             self.prepare()
         cache = self.engine.cache
-        hits, misses = cache.hits, cache.misses
+        misses = cache.misses  # captions the text graph embeds for this run (all of them up front)
+        self.engine.prefetch(self.schedule.captions())
+        hits = cache.hits  # frames whose caption then came from the cache
         report = loop.run(self.predictor, self.frames, self.schedule, self.outputs, batch=self.options.batch,
                           max_frames=self.options.max_frames, on_frames=on_frames, on_skip=on_skip)
         report.caption_cache = {"hits": cache.hits - hits, "misses": cache.misses - misses}

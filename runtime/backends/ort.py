@@ -24,6 +24,7 @@ def _ort():
 class _OrtBackend(Backend):
     providers: List = []
     missing_hint = ""  # why ONNX Runtime may not give the provider, and what to do
+    memory_pattern = True  # ONNX Runtime's planned activation block, allocated from the second run on
 
     @classmethod
     def available(cls, bundle) -> bool:
@@ -45,6 +46,7 @@ class _OrtBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(os.environ.get("TR2M_THREADS", 0)) or (os.cpu_count() or 1)
         options.log_severity_level = 3
+        options.enable_mem_pattern = cls.memory_pattern
         try:
             session = ort.InferenceSession(str(cls.graph_file(bundle, graph)), options,
                                            providers=cls.provider_list(bundle, graph))
@@ -104,6 +106,10 @@ class OrtCpu(_OrtBackend):
     # image_int8_cpu: dynamic MatMul INT8 (no calibration), 1.6x FP32 on CPUs; the Q/DQ graph
     # made for TensorRT also runs here, slower.
     serving = {"image_int8": ("image_int8_cpu", "image_int8")}
+    # The pattern's block comes on top of the arena chunks the first run already holds: +0.39 GB
+    # of peak RSS on the paper preset (1.87 -> 2.26 GB for a 1.38 GB image graph), for no
+    # measurable speed on the CPU (bench/RESULTS.md, Footprint).
+    memory_pattern = False
 
 
 class OrtCuda(_OrtBackend):
