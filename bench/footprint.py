@@ -15,6 +15,7 @@ latency is the median per-frame time, before and after called in turn (ABAB) ove
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -227,7 +228,7 @@ def _machine() -> str:
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A bundle exported with shared weight files (the 'after').")
-@click.option("--frames", "n_frames", default=4, show_default=True, help="Real frames per run (the first is a warm-up).")
+@click.option("--frames", "n_frames", default=4, show_default=True, help="Frames per run, real NYU images taken in turn (the first is a warm-up).")
 @click.option("--rounds", default=2, show_default=True, help="Before/after runs in turn per mode.")
 @click.option("--every", default=8, show_default=True, help="Keyframe interval K.")
 @click.option("--export-log", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -244,9 +245,11 @@ def main(ctx, bundle, n_frames, rounds, every, export_log, out):
         raise click.UsageError("--bundle is required")
     from .run import SHARED_DATA
 
-    frames = [str(p) for p in sorted((SHARED_DATA / "metric3d_nyu" / "rgb").glob("*.jpg"))[:n_frames]]
-    if len(frames) < 2:
-        raise click.UsageError(f"real frames not found under {SHARED_DATA} (set TR2M_SHARED_DATA)")
+    found = sorted((SHARED_DATA / "metric3d_nyu" / "rgb").glob("*.jpg"))
+    if not found or n_frames < 2:
+        raise click.UsageError(f"real frames not found under {SHARED_DATA} (set TR2M_SHARED_DATA)" if not found
+                               else "--frames must be at least 2 (the first is a warm-up)")
+    frames = [str(p) for p in itertools.islice(itertools.cycle(found), n_frames)]  # the few there are, in turn
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     with tempfile.TemporaryDirectory(dir=bundle.parent) as tmp:
         before = inline_copy(bundle, Path(tmp) / "before")
