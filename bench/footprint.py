@@ -9,7 +9,7 @@ weights; `inline_copy`), run the way tr2m-run ran it then (keyframe mode also lo
 graph, the text graph stayed loaded next to the image graph, ONNX Runtime's memory pattern was
 on); "after" is the bundle as exported now (one weight file per precision) run as tr2m-run runs
 it now (keyframe mode opens the halves only; captions embedded up front, then the text graph is
-released; no memory pattern on the CPU). Every run is a fresh process: peak RSS is its ru_maxrss (os.wait4);
+released; no memory pattern on the CPU). Every run is a fresh process: peak RSS is its own VmHWM (`bench.measure.peak_rss_mb`);
 latency is the median per-frame time, before and after called in turn (ABAB) over `rounds`.
 """
 from __future__ import annotations
@@ -89,6 +89,8 @@ def worker(mode: str, bundle: str, frames: List[str], every: int, before: bool) 
     memory pattern on the CPU."""
     from runtime import Engine
     from runtime.backends.ort import OrtCpu
+
+    from .measure import peak_rss_mb
     from runtime.keyframe import KeyframePredictor
     from runtime.sources import read_image
 
@@ -109,20 +111,17 @@ def worker(mode: str, bundle: str, frames: List[str], every: int, before: bool) 
             started = time.perf_counter()
             predictor.predict(image, caption=CAPTION)
             ms.append((time.perf_counter() - started) * 1e3)
-    return {"open_s": opened, "ms": ms}
+    return {"open_s": opened, "ms": ms, "peak_rss": peak_rss_mb() * 1e6}
 
 
 def measure(mode: str, bundle: Path, frames: List[str], every: int, before: bool) -> Dict:
-    """One worker process: its result plus its peak RSS in bytes."""
+    """One worker process: its result, with its peak RSS in bytes."""
     command = [sys.executable, "-m", "bench.footprint", "worker", mode, str(bundle), "--every", str(every),
                *(["--before"] if before else []), *frames]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise click.ClickException(f"the {mode} run on {bundle} failed (exit {process.returncode})")
-    return dict(json.loads(out.decode().strip().splitlines()[-1]), peak_rss=usage.ru_maxrss * 1024)
+    done = subprocess.run(command, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    if done.returncode != 0:
+        raise click.ClickException(f"the {mode} run on {bundle} failed (exit {done.returncode})")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
 @dataclass

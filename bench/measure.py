@@ -25,8 +25,15 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (ru_maxrss is KB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    """Peak resident set size of this process in MB: VmHWM (Linux /proc), else ru_maxrss.
+
+    Not ru_maxrss on Linux: the kernel carries it across fork and exec, so a worker started by a
+    parent that holds 4 GB reports at least 4 GB; VmHWM belongs to the process's own memory map."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024 / 1e6
+    except (OSError, ValueError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KB on Linux, bytes on macOS
 
 
 def read_frames(paths: List[str]) -> List[np.ndarray]:
