@@ -17,8 +17,9 @@ from ..cli import command as run_command
 from .cluster import ClusterOptions, RayCluster, require
 from .depth_api import Limits
 
-# tr2m-run's --backend as it is (choices and help), so the two commands never list different backends.
+# tr2m-run's --backend and --ov-* as they are (choices and help), so the two commands never differ.
 BACKEND = next(p for p in run_command.params if p.name == "backend")
+OPENVINO = [p for p in run_command.params if p.name.startswith("ov_")]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,7 +53,12 @@ def command(**o) -> int:
     2 bad options, bundle or port.
     """
     from ..bundle import Bundle
+    from ..run_options import OptionsError, RunOptions
 
+    try:  # backend, precision and --ov-*, checked as tr2m-run checks them
+        engine_options = RunOptions.from_params(o)
+    except OptionsError as e:
+        raise click.UsageError(str(e)) from None
     require("ray.serve", "fastapi")
     Bundle.open(o["bundle"], verify=True)  # a bad bundle is a one-line error here, not a replica crash
     _check_port(o["host"], o["port"])
@@ -62,7 +68,8 @@ def command(**o) -> int:
 
     options = ServiceOptions(bundle=str(o["bundle"]), backend=o["backend"], precision=o["precision"],
                              cache_dir=o["cache_dir"], max_batch=o["max_batch"], batch_wait_ms=o["batch_wait_ms"],
-                             limits=Limits(max_bytes=o["max_image_mb"] << 20))
+                             limits=Limits(max_bytes=o["max_image_mb"] << 20),
+                             backend_options=engine_options.openvino_options())
     with RayCluster(ClusterOptions(address=o["address"], num_cpus=o["num_cpus"])):
         serve.start(http_options={"host": o["host"], "port": o["port"]})
         try:
@@ -75,7 +82,8 @@ def command(**o) -> int:
     return 0
 
 
-command.params.insert(next(i for i, p in enumerate(command.params) if p.name == "precision"), BACKEND)
+_at = next(i for i, p in enumerate(command.params) if p.name == "precision")
+command.params[_at:_at + 1] = [BACKEND, command.params[_at], *OPENVINO]
 
 
 def _check_port(host: str, port: int) -> None:

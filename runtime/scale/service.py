@@ -49,6 +49,7 @@ class ServiceOptions:
     max_batch: int = 8
     batch_wait_ms: float = 10.0
     limits: Limits = Limits()
+    backend_options: Optional[object] = None  # e.g. OpenVINOOptions (RunOptions.openvino_options)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.batch_wait_ms < 0:
@@ -85,7 +86,7 @@ class DepthService:
         self.options = options
         self.ready = False
         self.engine = Engine.open(options.bundle, backend=options.backend, precision=options.precision,
-                                  cache_dir=options.cache_dir)
+                                  cache_dir=options.cache_dir, backend_options=options.backend_options)
         self._predict.set_max_batch_size(options.max_batch)
         self._predict.set_batch_wait_timeout_s(options.batch_wait_ms / 1e3)
         # Warm-up: the first run of a graph allocates; do it before saying "ready".
@@ -112,6 +113,7 @@ class DepthService:
         return {"input_size": list(self.engine.input_size), "text_dim": bundle.text_dim,
                 "preset": bundle.manifest.get("preset"), "untrained": bundle.untrained,
                 "backend": self.engine.backend_name, "precision": self.engine.precision,
+                "backend_details": self.engine.describe_backend(),
                 "max_batch": self.options.max_batch, "batch_wait_ms": self.options.batch_wait_ms,
                 "display_range_m": default_range(bundle.manifest), "limits": asdict(self.options.limits),
                 "colormap": turbo_lut().tolist()}  # the page colours depth exactly as tr2m-run does

@@ -15,6 +15,7 @@ Tolerances (median relative error over all pixels, IR vs ONNX Runtime FP32, same
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -269,3 +270,16 @@ def test_cpu_int8_without_the_image_graph_is_refused_before_exporting(tmp_path, 
     result = _export_tiny(tmp_path / "b", shared_data, "--graphs", "text", "--cpu-int8")
     assert result.exit_code == 2 and "include image in --graphs" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_served_replica_runs_openvino_with_the_options_given(ir_bundle):
+    pytest.importorskip("ray.serve", reason="tr2m-serve needs the ray extra")
+    from runtime.scale.service import DepthService, ServiceOptions
+
+    options = ServiceOptions(bundle=str(ir_bundle), backend="openvino",
+                             backend_options=OpenVINOOptions(inference_precision="f32"))
+    cls = DepthService.func_or_class  # the replica's class (Serve's ingress wrapper), here without a cluster
+    replica = cls.__new__(cls)
+    asyncio.run(replica.__init__(options))  # the wrapper's __init__ is a coroutine
+    assert replica.ready and replica.engine.backend_name == "openvino"
+    assert replica.engine.describe_backend()["inference_precision"] == "f32"

@@ -127,6 +127,7 @@ def test_health_readiness_and_info(client, engine):
     assert client.healthy() and client.ready()
     info = client.info()
     assert info["input_size"] == list(engine.input_size) and info["max_batch"] == 4
+    assert info["backend"] == engine.backend_name and info["backend_details"] == engine.describe_backend()
     assert np.array_equal(np.array(info["colormap"], np.uint8), turbo_lut())
 
 
@@ -152,6 +153,7 @@ def test_unreachable_service_is_one_line():
     ("sys.modules['ray'] = None", ["--bundle", "."], 'pip install "tr2m[ray]"'),
     ("", ["--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
     ("", ["--bundle", ".", "--backend", "openvno"], "'openvino'"),  # tr2m-run's backends, refused before Ray starts
+    ("", ["--bundle", ".", "--backend", "ort-cpu", "--ov-precision", "f32"], "apply to the openvino backend"),
 ])
 def test_command_errors_are_one_line_exit_2(prelude, args, words):
     code = f"import sys; {prelude}\n" + SERVE
