@@ -37,7 +37,8 @@ class SourceRun:
     """One source (a path, camera index or an open `FrameSource`) run into ``out`` with ``options``.
 
     Steps: construct (opens the source, builds the predictor, configures the outputs: fps, colour
-    range, UNTRAINED label), `prepare` (creates the folder; optional, `run` does it), `run`, `close`
+    range, UNTRAINED label), `prepare` (embeds the captions, creates the folder; optional, `run`
+    does it), `run`, `close`
     (closes a source this object opened; also on leaving a ``with`` block).
     schedule: the captions per frame; default ``options.schedule()``.
     """
@@ -74,7 +75,14 @@ class SourceRun:
         return min(count, limit) if limit else count
 
     def prepare(self) -> None:
-        """Create the output folder (OutputError if it cannot be written)."""
+        """Embed every caption the schedule can give, then release the text graph (so only the
+        image graph is in memory while frames run), then create the output folder (OutputError if
+        it cannot be written). A bundle whose text side fails leaves nothing on disk."""
+        cache = self.engine.cache
+        misses = cache.misses
+        self.engine.prefetch(self.schedule.captions())
+        # this run's counts: misses = captions embedded (all up front); hits = frames served from the cache
+        self._cache_start = (cache.hits, misses)
         self.outputs.prepare()
         self._prepared = True
 
@@ -85,9 +93,7 @@ class SourceRun:
         if not self._prepared:
             self.prepare()
         cache = self.engine.cache
-        misses = cache.misses  # captions the text graph embeds for this run (all of them up front)
-        self.engine.prefetch(self.schedule.captions())
-        hits = cache.hits  # frames whose caption then came from the cache
+        hits, misses = self._cache_start
         report = loop.run(self.predictor, self.frames, self.schedule, self.outputs, batch=self.options.batch,
                           max_frames=self.options.max_frames, on_frames=on_frames, on_skip=on_skip)
         report.caption_cache = {"hits": cache.hits - hits, "misses": cache.misses - misses}

@@ -20,7 +20,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 from ..errors import Tr2mRuntimeError
 from ..run_options import RunOptions
@@ -210,13 +210,25 @@ def execute(run: BatchRun, todo: List[VideoJob], on_progress: Callable[[int, int
 
     consumer = threading.Thread(target=consume, name="tr2m-batch-results", daemon=True)
     consumer.start()
+    tally = (0, 0)
     while consumer.is_alive():
         consumer.join(0.5)
-        frames, total = ray.get(progress.snapshot.remote())
-        on_progress(len(results), frames, total)
+        tally = _tally(progress, tally)
+        on_progress(len(results), *tally)
     if failure:
         raise failure[0]
     return results + _lost(todo, results)
+
+
+def _tally(progress, last: Tuple[int, int]) -> Tuple[int, int]:
+    """(frames, frame total) from the progress actor, or ``last`` while it cannot answer (a node
+    going down can make it briefly unreachable): the bar pauses, the results do not depend on it."""
+    import ray
+
+    try:
+        return tuple(ray.get(progress.snapshot.remote(), timeout=10))
+    except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return last
 
 
 def _dataset(run: BatchRun, todo: List[VideoJob], progress):

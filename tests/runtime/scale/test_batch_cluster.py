@@ -16,8 +16,10 @@ def cluster():
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 100 << 20,
                                                              "include_dashboard": False})
-    nodes = [cluster.add_node(num_cpus=1, object_store_memory=100 << 20) for _ in range(2)]
+    # The driver joins while the head is the only node: joined later, it could attach to the worker
+    # node that then runs the actor, and Ray refuses to remove the node its driver is on.
     ray.init(address=cluster.address, log_to_driver=False)
+    nodes = [cluster.add_node(num_cpus=1, object_store_memory=100 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
     yield cluster, nodes
     ray.shutdown()
