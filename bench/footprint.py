@@ -9,8 +9,9 @@ weights; `inline_copy`), run the way tr2m-run ran it then (keyframe mode also lo
 graph, the text graph stayed loaded next to the image graph, ONNX Runtime's memory pattern was
 on); "after" is the bundle as exported now (one weight file per precision) run as tr2m-run runs
 it now (keyframe mode opens the halves only; captions embedded up front, then the text graph is
-released; no memory pattern on the CPU). Every run is a fresh process: peak RSS is its own VmHWM (`bench.measure.peak_rss_mb`);
-latency is the median per-frame time, before and after called in turn (ABAB) over `rounds`.
+released; no memory pattern on the CPU). Every run is a fresh process: peak RSS is its own VmHWM
+(`bench.measure.peak_rss_mb`); latency is the median per-frame time, before and after called in
+turn (ABAB) over `rounds`.
 """
 from __future__ import annotations
 
@@ -89,10 +90,10 @@ def worker(mode: str, bundle: str, frames: List[str], every: int, before: bool) 
     memory pattern on the CPU."""
     from runtime import Engine
     from runtime.backends.ort import OrtCpu
-
-    from .measure import peak_rss_mb
     from runtime.keyframe import KeyframePredictor
     from runtime.sources import read_image
+
+    from .measure import peak_rss_mb
 
     images = [read_image(f) for f in frames]
     if before:
@@ -245,9 +246,10 @@ def main(ctx, bundle, n_frames, rounds, every, export_log, out):
     from .run import SHARED_DATA
 
     found = sorted((SHARED_DATA / "metric3d_nyu" / "rgb").glob("*.jpg"))
-    if not found or n_frames < 2:
-        raise click.UsageError(f"real frames not found under {SHARED_DATA} (set TR2M_SHARED_DATA)" if not found
-                               else "--frames must be at least 2 (the first is a warm-up)")
+    if not found:
+        raise click.UsageError(f"real frames not found under {SHARED_DATA} (set TR2M_SHARED_DATA)")
+    if n_frames < 2:
+        raise click.UsageError("--frames must be at least 2 (the first is a warm-up)")
     frames = [str(p) for p in itertools.islice(itertools.cycle(found), n_frames)]  # the few there are, in turn
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     with tempfile.TemporaryDirectory(dir=bundle.parent) as tmp:

@@ -84,7 +84,7 @@ def onnx_command(ckpt, preset, size, out, relative_source, image_source, text_so
     if one of them fails, the bundle stays (written and verified) and the error names the command
     to run again."""
     from .bundle import ExportOptions, export_bundle
-    from .parity import stats_table
+    from .parity import read_frames, stats_table
 
     names = tuple(g.strip() for g in graphs.split(",") if g.strip())
     if with_cpu_int8 and "image" not in names:
@@ -103,35 +103,34 @@ def onnx_command(ckpt, preset, size, out, relative_source, image_source, text_so
     report = run_cli(lambda: export_bundle(options, log=_echo))
     click.echo(stats_table(report.parity))
     click.echo(f"bundle written to {report.bundle} ({sum(report.files.values()) / 1e6:.1f} MB)")
-    for command, step in _follow_ups(report.bundle, names, parity_frames, with_openvino, with_cpu_int8):
-        click.echo(run_cli(lambda: _follow_up(command, step, report.bundle)))
+    asked = [command for command, on in (("openvino", with_openvino), ("cpu-int8", with_cpu_int8)) if on]
+    frames = read_frames(parity_frames) if asked else []
+    for command in asked:
+        click.echo(run_cli(lambda: _follow_up(command, report.bundle, names, frames)))
 
 
-def _follow_ups(bundle_dir, names, parity_frames, with_openvino, with_cpu_int8):
-    """(command, action) for each step asked of `tr2m-export onnx` after the bundle is written."""
-    from .parity import read_frames
+def _to_openvino(bundle_dir, names, frames) -> str:
+    from .openvino_ir import DEFAULT_GRAPHS, IROptions, export_openvino
 
-    if with_openvino:
-        def convert():
-            from .openvino_ir import DEFAULT_GRAPHS, IROptions, export_openvino
-
-            options = IROptions(graphs=tuple(g for g in DEFAULT_GRAPHS if g in names))
-            results = export_openvino(bundle_dir, options, read_frames(parity_frames), log=_echo)
-            return _ir_lines(bundle_dir, results)
-        yield "openvino", convert
-    if with_cpu_int8:
-        def quantize():
-            from .cpu_int8 import add_cpu_int8
-
-            return str(add_cpu_int8(bundle_dir, read_frames(parity_frames), log=_echo))
-        yield "cpu-int8", quantize
+    options = IROptions(graphs=tuple(g for g in DEFAULT_GRAPHS if g in names))
+    return _ir_lines(bundle_dir, export_openvino(bundle_dir, options, frames, log=_echo))
 
 
-def _follow_up(command: str, step, bundle_dir):
+def _to_cpu_int8(bundle_dir, names, frames) -> str:
+    from .cpu_int8 import add_cpu_int8
+
+    return str(add_cpu_int8(bundle_dir, frames, log=_echo))
+
+
+FOLLOW_UPS = {"openvino": _to_openvino, "cpu-int8": _to_cpu_int8}  # `tr2m-export onnx --NAME`: command run after
+
+
+def _follow_up(command: str, bundle_dir, names, frames) -> str:
+    """Run the follow-up `command` on the written bundle; a failure names the command to rerun."""
     from .bundle import ExportError
 
     try:
-        return step()
+        return FOLLOW_UPS[command](bundle_dir, names, frames)
     except known_errors() as e:
         raise ExportError(f"the bundle {bundle_dir} is written and verified, but `tr2m-export {command}` failed: "
                           f"{' '.join(str(e).split())}; run `tr2m-export {command} --bundle {bundle_dir}` "

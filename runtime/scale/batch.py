@@ -227,7 +227,7 @@ def _tally(progress, last: Tuple[int, int]) -> Tuple[int, int]:
 
     try:
         return tuple(ray.get(progress.snapshot.remote(), timeout=10))
-    except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):  # ActorUnavailableError included
         return last
 
 
